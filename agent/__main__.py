@@ -1,0 +1,5 @@
+import sys
+
+from agent.cli.main import main
+
+sys.exit(main())

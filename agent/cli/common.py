@@ -1,0 +1,63 @@
+"""Pieces every CLI command shares: config options, loading, JSON output, error printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import log
+from agent.config import LoadedConfig, default_config_path, load_config
+from agent.errors import AgentError, ConfigError
+
+
+def config_options() -> argparse.ArgumentParser:
+    """Parent parser adding --config and --set to a subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $EDGE_AGENT_CONFIG or /etc/edge-agent/agent.toml)",
+    )
+    parent.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set mqtt.url=mqtt://10.0.0.2 (repeatable)",
+    )
+    return parent
+
+
+def load_from_args(args: argparse.Namespace, *, file_optional: bool = False) -> LoadedConfig:
+    """Load the config named by --config/$EDGE_AGENT_CONFIG, then env, then --set flags.
+
+    With ``file_optional`` a missing default file is not an error (diag, demo).
+    """
+    path: Path | None = args.config or default_config_path()
+    if file_optional and args.config is None and path is not None and not path.exists():
+        path = None
+    return load_config(path, assignments=args.assignments)
+
+
+def configure_logging_from(loaded: LoadedConfig, args: argparse.Namespace) -> None:
+    level = getattr(args, "log_level", None) or loaded.config.logging.level
+    log.configure(level=level, fmt=loaded.config.logging.format)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def report_error(prog: str, exc: AgentError) -> int:
+    """One line (plus one per config issue) on stderr; the error's exit code."""
+    sys.stderr.write(f"{prog}: error: {exc}\n")
+    if isinstance(exc, ConfigError):
+        for issue in exc.issues:
+            sys.stderr.write(f"  {issue.render()}\n")
+    return exc.exit_code

@@ -1,0 +1,74 @@
+"""Model section: one entry per model slot."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from agent.config.base import StrictModel
+from agent.config.board import BackendName
+
+SLOT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+DEFAULT_MODEL_PATH = "/usr/share/edge-agent/models/face_detection_short_range.tflite"
+
+
+class ModelConfig(StrictModel):
+    slot: str = Field(default="detector", description="Update slot name; one model per slot.")
+    path: str = Field(
+        default=DEFAULT_MODEL_PATH,
+        description="Model file used until the slot has an installed update.",
+    )
+    backend: BackendName | None = Field(
+        default=None, description="tflite, tensorrt or onnx; empty takes the board default."
+    )
+    decoder: Literal["blazeface", "ssd_postprocess", "yolo", "classify"] = Field(
+        default="blazeface", description="How raw model outputs become detections."
+    )
+    labels_path: str = Field(default="", description="Labels file, one label per line.")
+    cameras: list[str] = Field(
+        default_factory=list, description="Cameras this model runs on; empty means all."
+    )
+    threshold: float = Field(default=0.6, ge=0, le=1, description="Default minimum score.")
+    label_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per-label minimum scores overriding threshold."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=64, description="Interpreter threads; empty takes the board default."
+    )
+    resize_mode: Literal["squash", "letterbox", "crop"] = Field(
+        default="squash", description="How frames are fitted to the model input."
+    )
+    color_order: Literal["rgb", "bgr"] = Field(
+        default="rgb", description="Channel order the model expects."
+    )
+    input_range: Literal["auto", "0_255", "0_1", "-1_1"] = Field(
+        default="auto",
+        description="Float input normalisation; auto uses -1..1 for float models, raw for uint8.",
+    )
+    nms_iou: float = Field(default=0.3, gt=0, le=1, description="IoU above which boxes merge.")
+    max_detections: int = Field(default=50, ge=1, le=1000, description="Detections kept per frame.")
+    top_k: int = Field(
+        default=5, ge=1, le=100, description="Classes reported by the classify decoder."
+    )
+    debounce_frames: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Consecutive frames a label must appear before an event.",
+    )
+    motion_gate: bool = Field(default=False, description="Skip inference while the scene is still.")
+    motion_threshold: float = Field(
+        default=0.01, gt=0, le=1, description="Fraction of changed pixels that counts as motion."
+    )
+    inference_timeout_s: float = Field(
+        default=10.0, gt=0, description="An invoke older than this marks the model stuck."
+    )
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_safe(cls, value: str) -> str:
+        if not SLOT_RE.match(value):
+            raise ValueError("must be 1-32 of a-z 0-9 _ - and start with a letter or digit")
+        return value

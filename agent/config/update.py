@@ -1,0 +1,21 @@
+"""Model update section."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from agent.config.base import StrictModel
+
+
+class UpdateConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Accept model updates over MQTT.")
+    max_model_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="Largest model bundle accepted, in bytes."
+    )
+    trial_s: float = Field(
+        default=60.0, gt=0, description="How long a new model runs on trial before commit."
+    )
+    transfer_deadline_s: float = Field(
+        default=3600.0, gt=0, description="Overall time a transfer may take (slow_transfer)."
+    )
+    keep_versions: int = Field(default=2, ge=2, le=10, description="Versions kept per slot.")

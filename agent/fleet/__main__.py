@@ -1,0 +1,5 @@
+import sys
+
+from agent.fleet.cli import main
+
+sys.exit(main())

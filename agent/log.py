@@ -1,0 +1,80 @@
+"""structlog set-up: JSON lines under systemd, a console renderer on a TTY.
+
+stdlib loggers (paho, urllib3, ...) go through the same processor chain, so a
+journal line has one shape whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+
+_SHARED_PROCESSORS: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def _want_json(fmt: LogFormat, stream: TextIO) -> bool:
+    if fmt == "json":
+        return True
+    if fmt == "console":
+        return False
+    return not stream.isatty()
+
+
+def configure(
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    cache_loggers: bool = True,
+) -> None:
+    """Configure structlog and the stdlib root logger. Safe to call more than once."""
+    out = stream if stream is not None else sys.stderr
+    renderer: structlog.types.Processor
+    if _want_json(fmt, out):
+        renderer = structlog.processors.JSONRenderer()
+        exc_processors: list[structlog.types.Processor] = [structlog.processors.dict_tracebacks]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        exc_processors = []
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED_PROCESSORS,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *exc_processors,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = logging.getLevelName(level.upper())
+    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
+    # paho logs every packet at DEBUG; keep it at WARNING unless asked for.
+    logging.getLogger("paho").setLevel(max(root.level, logging.WARNING))
+
+    structlog.configure(
+        processors=[
+            *_SHARED_PROCESSORS,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=cache_loggers,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
