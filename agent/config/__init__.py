@@ -3,7 +3,13 @@
 from agent.config.base import StrictModel, resolve_secret
 from agent.config.board import BackendName, BoardConfig
 from agent.config.camera import CameraConfig
-from agent.config.device import DeviceConfig, LoggingConfig, StorageConfig, TrustConfig
+from agent.config.device import (
+    ControlConfig,
+    DeviceConfig,
+    LoggingConfig,
+    StorageConfig,
+    TrustConfig,
+)
 from agent.config.loader import (
     LoadedConfig,
     default_config_path,
@@ -21,6 +27,7 @@ __all__ = [
     "BackendName",
     "BoardConfig",
     "CameraConfig",
+    "ControlConfig",
     "DeviceConfig",
     "LoadedConfig",
     "LoggingConfig",

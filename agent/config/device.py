@@ -61,3 +61,10 @@ class LoggingConfig(StrictModel):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: console on a TTY, JSON lines otherwise (journald)."
     )
+
+
+class ControlConfig(StrictModel):
+    socket_path: str = Field(
+        default="/run/edge-agent/control.sock",
+        description="Unix socket where the running daemon answers status and diag requests.",
+    )

@@ -7,7 +7,13 @@ from pydantic import Field, model_validator
 from agent.config.base import StrictModel
 from agent.config.board import BackendName, BoardConfig
 from agent.config.camera import CameraConfig
-from agent.config.device import DeviceConfig, LoggingConfig, StorageConfig, TrustConfig
+from agent.config.device import (
+    ControlConfig,
+    DeviceConfig,
+    LoggingConfig,
+    StorageConfig,
+    TrustConfig,
+)
 from agent.config.model import ModelConfig
 from agent.config.update import UpdateConfig
 from agent.config.uplink import MqttConfig, OutboxConfig, TelemetryConfig
@@ -25,6 +31,7 @@ class AgentConfig(StrictModel):
         default_factory=TelemetryConfig, description="Stats cadence."
     )
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="Model updates.")
+    control: ControlConfig = Field(default_factory=ControlConfig, description="Local socket.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Camera sources.")
     models: list[ModelConfig] = Field(default_factory=list, description="Models per slot.")
 
