@@ -1,0 +1,180 @@
+"""The operator tool's MQTT client: the one module of ``agent.fleet`` that imports paho.
+
+A thin, thread-safe wrapper: connect from a broker URL (``mqtt://``/``mqtts://``,
+optional ``user:pass@``), publish, subscribe with ``callback(topic, payload)`` and
+re-subscribe after paho reconnects by itself. Failures become ``TransportError``s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.errors import BrokerUnavailableError, TransportError
+from agent.log import get_logger
+
+log = get_logger(__name__)
+
+MessageCallback = Callable[[str, bytes], None]
+_ids = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+
+class FleetClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: BrokerTls | None = None,
+        client_id: str = "",
+        protocol: str = "5",
+        max_inflight: int = 100,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise BrokerUnavailableError("broker URL must be mqtt://host:port or mqtts://", url=url)
+        self.url = url
+        self._host = parts.hostname
+        self._port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        v5 = protocol == "5"
+        self._v5 = v5
+        self.client_id = client_id or f"edge-fleet-{os.getpid()}-{next(_ids)}"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.reconnect_delay_set(0.2, 5)
+        if parts.username:
+            self._client.username_pw_set(
+                unquote(parts.username), unquote(parts.password) if parts.password else None
+            )
+        if parts.scheme == "mqtts":
+            tls = tls or BrokerTls()
+            ctx = ssl.create_default_context(cafile=tls.ca or None)
+            if tls.cert:
+                ctx.load_cert_chain(tls.cert, tls.key or None)
+            self._client.tls_set_context(ctx)
+        self._subs: dict[str, MessageCallback] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def connect(self, timeout_s: float = 10.0) -> FleetClient:
+        try:
+            self._client.connect(self._host, self._port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerUnavailableError(
+                f"cannot reach broker {self.url}: {exc}", url=self.url
+            ) from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self.close()
+            raise BrokerUnavailableError(f"broker {self.url} did not accept us", url=self.url)
+        return self
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+        self._connected.clear()
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError(f"publish failed: {mqtt.error_string(info.rc)}", topic=topic)
+        return info
+
+    def publish_wait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout_s: float = 10
+    ) -> None:
+        """Publish and wait for the broker's acknowledgement (retained manifests, heartbeats)."""
+        info = self.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}", topic=topic) from exc
+        if not info.is_published():
+            raise TransportError(f"publish to {topic} not acknowledged", topic=topic)
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback) -> None:
+        with self._lock:
+            self._subs[topic_filter] = callback
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=1)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subs.pop(topic_filter, None)
+        if self.connected:
+            self._client.unsubscribe(topic_filter)
+
+    # paho callbacks: never raise into paho's thread.
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.warning("fleet_mqtt_refused", url=self.url, reason=str(reason))
+            return
+        with self._lock:
+            filters = list(self._subs)
+        for topic_filter in filters:
+            client.subscribe(topic_filter, qos=1)
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            log.info("fleet_mqtt_disconnected", url=self.url, reason=str(reason))
+        self._connected.clear()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            matches = [cb for f, cb in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
+        for callback in matches:
+            try:
+                callback(msg.topic, bytes(msg.payload))
+            except Exception as exc:
+                log.exception("fleet_mqtt_handler_failed", topic=msg.topic, error=str(exc))

@@ -1,0 +1,147 @@
+"""Part files of a transfer: verified chunks written at their offsets, a persisted bitmap.
+
+Layout under the transfer directory (mode 0700): ``<n>.part`` per bundle file,
+pre-sized to its signed length, and ``bitmap``. A chunk is written only after its
+length and SHA-256 match the chunk table; a chunk already present is a no-op, so
+QoS 1 redeliveries and the shared stream's extra copies cost nothing but a lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from agent.errors import DownloadError, Reason
+from agent.log import get_logger
+from agent.update.transfer.bitmap import ChunkBitmap, load_bitmap, save_bitmap
+from agent.update.transfer.table import ChunkTable
+
+log = get_logger(__name__)
+_READ_BLOCK = 1024 * 1024
+
+
+class WriteResult(str, enum.Enum):
+    WRITTEN = "written"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"  # out of range, wrong length or wrong hash: dropped and counted
+
+
+class PartFiles:
+    def __init__(self, directory: Path, table: ChunkTable, persist_every: int = 16) -> None:
+        self.directory = directory
+        self.table = table
+        self.persist_every = max(1, persist_every)
+        self._fds: list[int] = []
+        self._dirty = 0
+        self.bitmap = ChunkBitmap(table.total_chunks)
+        self.rejected = 0
+        self.duplicates = 0
+        self.recovered = 0
+
+    def path(self, file_no: int) -> Path:
+        return self.directory / f"{file_no}.part"
+
+    @property
+    def bitmap_path(self) -> Path:
+        return self.directory / "bitmap"
+
+    def open(self) -> None:
+        """Create or reopen the part files; on resume, trust the bitmap and re-verify the gaps."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        resuming = self.bitmap_path.exists()
+        for file_no, entry in enumerate(self.table.files):
+            fd = os.open(self.path(file_no), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            self._fds.append(fd)
+            if os.fstat(fd).st_size != entry.length:
+                os.ftruncate(fd, entry.length)
+        self.bitmap = load_bitmap(self.bitmap_path, self.table.total_chunks)
+        if resuming:
+            self._recover_gaps()
+
+    def _recover_gaps(self) -> None:
+        # Chunks written after the last bitmap save survive a process kill in the page cache;
+        # reading them back and checking their hash is as strong as fetching them again.
+        for global_index in self.bitmap.missing():
+            file_no, index = self.table.to_local(global_index)
+            offset = index * self.table.chunk_size
+            data = os.pread(self._fds[file_no], self.table.chunk_length(file_no, index), offset)
+            if self.table.matches(file_no, index, data):
+                self.bitmap.add(global_index)
+                self.recovered += 1
+        if self.recovered:
+            log.info("transfer_chunks_recovered", count=self.recovered, dir=str(self.directory))
+            self.flush()
+
+    def write(self, file_no: int, index: int, payload: bytes) -> WriteResult:
+        try:
+            global_index = self.table.to_global(file_no, index)
+        except IndexError:
+            self.rejected += 1
+            return WriteResult.REJECTED
+        if global_index in self.bitmap:
+            self.duplicates += 1
+            return WriteResult.DUPLICATE
+        if not self.table.matches(file_no, index, payload):
+            self.rejected += 1
+            return WriteResult.REJECTED
+        os.pwrite(self._fds[file_no], payload, index * self.table.chunk_size)
+        self.bitmap.add(global_index)
+        self._dirty += 1
+        if self._dirty >= self.persist_every:
+            self.flush()
+        return WriteResult.WRITTEN
+
+    def flush(self) -> None:
+        """Data before bitmap: a bit on disk always means the bytes are on disk too."""
+        for fd in self._fds:
+            os.fsync(fd)
+        save_bitmap(self.bitmap_path, self.bitmap)
+        self._dirty = 0
+
+    def finish(self) -> list[Path]:
+        """Whole-file length and SHA-256 against the manifest; the paths of the finished files."""
+        self.flush()
+        paths = []
+        for file_no, entry in enumerate(self.table.files):
+            digest = hashlib.sha256()
+            size = 0
+            offset = 0
+            while offset < entry.length:
+                block = os.pread(
+                    self._fds[file_no], min(_READ_BLOCK, entry.length - offset), offset
+                )
+                if not block:
+                    break
+                digest.update(block)
+                size += len(block)
+                offset += len(block)
+            if size != entry.length:
+                raise DownloadError(
+                    Reason.LENGTH_MISMATCH, f"{entry.name}: {size} of {entry.length} bytes"
+                )
+            if digest.hexdigest() != entry.sha256:
+                # The chunk index itself disagrees with the file hash: nothing to re-fetch.
+                self._forget_file(file_no)
+                raise DownloadError(Reason.HASH_MISMATCH, f"{entry.name}: whole-file hash differs")
+            paths.append(self.path(file_no))
+        return paths
+
+    def _forget_file(self, file_no: int) -> None:
+        start = self.table.first_global(file_no)
+        for index in range(len(self.table.files[file_no].chunks)):
+            self.bitmap.discard(start + index)
+        save_bitmap(self.bitmap_path, self.bitmap)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def discard(self) -> None:
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)

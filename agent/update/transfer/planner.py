@@ -1,0 +1,98 @@
+"""Which chunks to request next: a sliding window over the missing chunks, with stall re-requests.
+
+Pure: the caller passes ``now`` and reports arrivals; the planner answers with
+indices to request, or with the reason the transfer must end. Mosquitto drops
+messages silently past ``max_queued_messages`` / ``max_inflight_messages``, so
+the window (chunks requested but not yet seen) stays far below those limits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from agent.update.transfer.bitmap import ChunkBitmap
+
+
+class Verdict(str, enum.Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    DEADLINE = "deadline"  # overall deadline passed -> slow_transfer
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerLimits:
+    window: int = 16
+    stall_s: float = 5.0
+    deadline_s: float = 3600.0
+    # Ask again only once this many window slots are free (fewer, larger request messages).
+    min_batch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.stall_s <= 0 or self.deadline_s <= 0:
+            raise ValueError("window >= 1, stall_s > 0 and deadline_s > 0 are required")
+
+
+@dataclass(slots=True)
+class Plan:
+    verdict: Verdict
+    request: list[int] = field(default_factory=list)
+    stalled: bool = False
+
+
+@dataclass(slots=True)
+class WindowPlanner:
+    """At most ``limits.window`` chunks in flight; those unseen for ``stall_s`` are asked again."""
+
+    bitmap: ChunkBitmap
+    limits: PlannerLimits
+    started_s: float
+    in_flight: dict[int, float] = field(default_factory=dict)
+    last_progress_s: float = 0.0
+    received_this_run: int = 0
+    empty_stalls: int = 0
+    stalls: int = 0
+    requested_total: int = 0
+
+    def __post_init__(self) -> None:
+        self.last_progress_s = self.started_s
+
+    def arrived(self, index: int, now_s: float, fresh: bool) -> None:
+        """A verified chunk arrived (``fresh``: it was missing before)."""
+        self.in_flight.pop(index, None)
+        self.received_this_run += 1
+        if fresh:
+            self.last_progress_s = now_s
+
+    def plan(self, now_s: float) -> Plan:
+        if self.bitmap.complete:
+            self.in_flight.clear()
+            return Plan(Verdict.COMPLETE)
+        if now_s - self.started_s > self.limits.deadline_s:
+            return Plan(Verdict.DEADLINE)
+        stalled = False
+        # Anything requested long ago and still missing is presumed lost (dropped by a queue
+        # limit, a broker restart, or a message size limit): forget it so it is asked again.
+        expired = [i for i, t in self.in_flight.items() if now_s - t >= self.limits.stall_s]
+        if expired:
+            stalled = True
+            self.stalls += 1
+            for index in expired:
+                del self.in_flight[index]
+            if self.received_this_run == 0:
+                self.empty_stalls += 1
+        for index in list(self.in_flight):
+            if index in self.bitmap:  # arrived through another device's request
+                del self.in_flight[index]
+        room = self.limits.window - len(self.in_flight)
+        if room <= 0 or (self.in_flight and room < min(self.limits.min_batch, self.limits.window)):
+            return Plan(Verdict.RUNNING, stalled=stalled)
+        request: list[int] = []
+        for index in self.bitmap.missing(limit=room + len(self.in_flight)):
+            if index not in self.in_flight:
+                request.append(index)
+                self.in_flight[index] = now_s
+                if len(request) >= room:
+                    break
+        self.requested_total += len(request)
+        return Plan(Verdict.RUNNING, request=request, stalled=stalled)

@@ -1,0 +1,161 @@
+"""Wire format of the chunk transfer: topics, request JSON and binary chunk frames.
+
+Documented in docs/protocol.md. A frame is a fixed 47-byte header then the payload:
+``b"EAC1" | kind u8 | file u16 | index u32 | length u32 | sha256 32B | payload``
+(big endian). ``kind`` 0 is chunk ``index`` of bundle file ``file``; kind 1 is
+piece ``index`` of the bundle's chunk index (``file`` 0); kind 2 is an empty
+acknowledgement. The header hash only catches transport damage early; what
+decides is the chunk index bound to the signed manifest.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+MAGIC = b"EAC1"
+_HEADER = struct.Struct(">4sBHII32s")
+HEADER_BYTES = _HEADER.size
+MAX_REQUEST_ITEMS = 256
+
+
+class FrameKind(enum.IntEnum):
+    CHUNK = 0
+    INDEX = 1
+    ACK = 2  # empty: "the server served a request"; tells a size-limit drop from no server
+
+
+class FrameError(ValueError):
+    """A frame or request that cannot be decoded; the receiver drops and counts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: FrameKind
+    file: int
+    index: int
+    payload: bytes
+    sha256: bytes
+
+    @property
+    def header_ok(self) -> bool:
+        return hashlib.sha256(self.payload).digest() == self.sha256
+
+
+def encode_frame(
+    kind: FrameKind, file: int, index: int, payload: bytes, sha256: bytes | None = None
+) -> bytes:
+    digest = sha256 if sha256 is not None else hashlib.sha256(payload).digest()
+    return _HEADER.pack(MAGIC, int(kind), file, index, len(payload), digest) + payload
+
+
+def decode_frame(data: bytes) -> Frame:
+    if len(data) < HEADER_BYTES:
+        raise FrameError("frame shorter than its header")
+    magic, kind, file, index, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError("bad frame magic")
+    try:
+        frame_kind = FrameKind(kind)
+    except ValueError as exc:
+        raise FrameError(f"unknown frame kind {kind}") from exc
+    payload = data[HEADER_BYTES:]
+    if len(payload) != length:
+        raise FrameError(f"frame says {length} bytes, carries {len(payload)}")
+    return Frame(frame_kind, file, index, payload, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequest:
+    """Device -> server: chunk ``(file, index)`` pairs and chunk indexes (by file number)."""
+
+    chunks: tuple[tuple[int, int], ...] = ()
+    indexes: tuple[int, ...] = ()
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"chunks": [list(c) for c in self.chunks]}
+        if self.indexes:
+            body["index"] = list(self.indexes)
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FrameError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def decode_request(data: bytes) -> ChunkRequest:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError("request is not JSON") from exc
+    if not isinstance(body, dict):
+        raise FrameError("request must be a JSON object")
+    raw_chunks = body.get("chunks", [])
+    raw_index = body.get("index", [])
+    if not isinstance(raw_chunks, list) or not isinstance(raw_index, list):
+        raise FrameError("chunks and index must be lists")
+    if len(raw_chunks) + len(raw_index) > MAX_REQUEST_ITEMS:
+        raise FrameError("request too long")
+    chunks: list[tuple[int, int]] = []
+    for item in raw_chunks:
+        if not isinstance(item, list) or len(item) != 2:
+            raise FrameError("each chunk is [file, index]")
+        chunks.append((_non_negative_int(item[0]), _non_negative_int(item[1])))
+    return ChunkRequest(tuple(chunks), tuple(_non_negative_int(i) for i in raw_index))
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic of the update path for one root; see docs/protocol.md."""
+
+    root: str
+
+    def deploy(self, fleet: str, slot: str) -> str:
+        return f"{self.root}/f/{fleet}/deploy/{slot}"
+
+    def deploy_filter(self, fleet: str) -> str:
+        return f"{self.root}/f/{fleet}/deploy/+"
+
+    def trust_root(self, fleet: str) -> str:
+        return f"{self.root}/f/{fleet}/trust/root"
+
+    def heartbeat(self, fleet: str) -> str:
+        return f"{self.root}/f/{fleet}/heartbeat"
+
+    def stream(self, fleet: str, deployment_id: str) -> str:
+        return f"{self.root}/f/{fleet}/xfer/{deployment_id}/s"
+
+    def request(self, device: str, deployment_id: str) -> str:
+        return f"{self.root}/d/{device}/xfer/{deployment_id}/req"
+
+    def request_filter(self, deployment_id: str = "+") -> str:
+        return f"{self.root}/d/+/xfer/{deployment_id}/req"
+
+    def op(self, device: str, op: str, cmd_id: str) -> str:
+        return f"{self.root}/d/{device}/op/{op}/{cmd_id}"
+
+    def model_update(self, device: str, deployment_id: str) -> str:
+        return self.op(device, "model_update", deployment_id)
+
+    def model_update_filter(self, deployment_id: str = "+") -> str:
+        return f"{self.root}/d/+/op/model_update/{deployment_id}"
+
+    def alarm(self, device: str, name: str) -> str:
+        return f"{self.root}/d/{device}/a/{name}"
+
+    def cmd(self, device: str, op: str, cmd_id: str) -> str:
+        return f"{self.root}/d/{device}/cmd/{op}/{cmd_id}"
+
+    def device_of(self, topic: str) -> str | None:
+        """The ``<dev>`` segment of a device topic under this root, else None."""
+        prefix = f"{self.root}/d/"
+        if not topic.startswith(prefix):
+            return None
+        device, _, _ = topic[len(prefix) :].partition("/")
+        return device or None
