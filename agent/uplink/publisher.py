@@ -1,0 +1,154 @@
+"""Drain the outbox onto the link: live traffic first, the backlog at a capped rate.
+
+On each new connection (``Link.generation`` changes) every row not yet acknowledged
+is due again; rows up to the highest id at that moment are the *backlog*, later rows
+are *live*. Live rows go out as fast as the in-flight window allows; backlog rows at
+most ``drain_rate_per_s``. Within each of the two streams rows go by class priority,
+then in acceptance order. A row is deleted only when the broker acknowledged it
+(PUBACK for QoS 1, written to the socket for QoS 0): delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from agent.errors import StorageError, TransportError
+from agent.log import get_logger
+from agent.uplink.classes import MsgClass, StoredMessage
+from agent.uplink.link import Link
+from agent.uplink.outbox import Outbox
+
+log = get_logger(__name__)
+
+MAX_INFLIGHT = 64
+TICK_S = 0.05
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Capped rate: ``take`` succeeds at most ``rate_per_s`` times a second on average."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float = 0.0
+    last_s: float | None = None
+
+    def refill(self, now_s: float) -> None:
+        if self.last_s is not None:
+            self.tokens = min(self.burst, self.tokens + (now_s - self.last_s) * self.rate_per_s)
+        self.last_s = now_s
+
+    def take(self) -> bool:
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class _Session:
+    generation: int
+    backlog_up_to: int
+    inflight: dict[int, tuple[int, MsgClass]] = field(default_factory=dict)  # mid → row, cls
+
+
+class Publisher:
+    def __init__(self, outbox: Outbox, link: Link, stop: threading.Event) -> None:
+        self.outbox = outbox
+        self.link = link
+        self._stop = stop
+        self._acks: queue.SimpleQueue[tuple[int, int, bool]] = queue.SimpleQueue()
+        link.add_ack_listener(lambda gen, mid, ok: self._acks.put((gen, mid, ok)))
+        rate = outbox.cfg.drain_rate_per_s
+        self.bucket = TokenBucket(rate_per_s=rate, burst=max(1.0, rate / 2))
+        self._session: _Session | None = None
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Give in-flight messages a moment to be acknowledged, then stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                self._tick()
+            except (StorageError, TransportError) as exc:
+                log.warning("publisher_tick_failed", error=str(exc))
+            except Exception:
+                log.exception("publisher_tick_crashed")
+            if stopping:
+                # One last pass after stop so acknowledged rows are deleted.
+                self._settle_acks()
+                return
+            self.outbox.new_data.wait(TICK_S)
+            self.outbox.new_data.clear()
+
+    def _tick(self) -> None:
+        self._settle_acks()
+        if not self.link.connected:
+            return
+        gen = self.link.generation
+        if self._session is None or self._session.generation != gen:
+            self._session = _Session(gen, self.outbox.store.max_id())
+            log.info("publisher_session", generation=gen, backlog_up_to=self._session.backlog_up_to)
+        session = self._session
+        self.bucket.refill(self.outbox.store.clock.monotonic_s())
+        busy = {row for row, _ in session.inflight.values()}
+        room = MAX_INFLIGHT - len(session.inflight)
+        if room <= 0:
+            return
+        live = self.outbox.store.next_rows(
+            above_id=session.backlog_up_to, up_to_id=None, exclude=busy, limit=room
+        )
+        sent = self._send(session, live, limit=room)
+        room -= sent
+        if room <= 0:
+            return
+        backlog = self.outbox.store.next_rows(
+            above_id=0, up_to_id=session.backlog_up_to, exclude=busy, limit=room
+        )
+        for row in backlog:
+            if not self.bucket.take():
+                break
+            if self._send(session, [row], limit=1) == 0:
+                break
+
+    def _send(self, session: _Session, rows: list[StoredMessage], limit: int) -> int:
+        count = 0
+        for row in rows[:limit]:
+            delivery = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            session.inflight[delivery.mid] = (row.row_id, row.cls)
+            count += 1
+            self.sent += 1
+        return count
+
+    def _settle_acks(self) -> None:
+        done: dict[int, MsgClass] = {}
+        refused: dict[int, MsgClass] = {}
+        session = self._session
+        while True:
+            try:
+                gen, mid, ok = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            if session is None or gen != session.generation:
+                continue  # an ack from an earlier connection: its rows are resent anyway
+            entry = session.inflight.pop(mid, None)
+            if entry is not None:
+                (done if ok else refused)[entry[0]] = entry[1]
+        if done:
+            self.outbox.store.delete(done)
+        if refused:
+            # The broker said no (e.g. not authorised): resending would loop forever.
+            log.warning("publish_refused_by_broker", count=len(refused))
+            self.outbox.store.delete(refused, counter="refused")
