@@ -12,7 +12,14 @@ from agent.cli.common import report_error
 from agent.errors import AgentError
 
 # Each module has register(subparsers); the order is the order of --help.
-COMMAND_MODULES: tuple[str, ...] = ("agent.cli.validate", "agent.cli.diag", "agent.cli.status")
+COMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.validate",
+    "agent.cli.diag",
+    "agent.cli.status",
+    "agent.cli.update",
+    "agent.cli.demo",
+    "agent.cli.bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

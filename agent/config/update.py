@@ -19,3 +19,16 @@ class UpdateConfig(StrictModel):
         default=3600.0, gt=0, description="Overall time a transfer may take (slow_transfer)."
     )
     keep_versions: int = Field(default=2, ge=2, le=10, description="Versions kept per slot.")
+    max_transitions: int = Field(
+        default=28,
+        ge=4,
+        le=1000,
+        description="Journal transitions per deployment before it ends as inconsistent.",
+    )
+    compat_facts: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Device facts matched against a manifest's compat block, over the detected ones "
+            "(e.g. compute_capability, tensorrt)."
+        ),
+    )

@@ -12,7 +12,7 @@ from agent.cli.common import report_error
 from agent.errors import AgentError
 
 # Each module has register(subparsers); the order is the order of --help.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("agent.fleet.keys", "agent.fleet.bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
