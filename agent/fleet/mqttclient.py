@@ -62,7 +62,7 @@ class FleetClient:
             clean_session=None if v5 else True,
         )
         self._client.max_inflight_messages_set(max_inflight)
-        self._client.reconnect_delay_set(0.2, 5)
+        self._client.reconnect_delay_set(1, 5)
         if parts.username:
             self._client.username_pw_set(
                 unquote(parts.username), unquote(parts.password) if parts.password else None

@@ -194,7 +194,7 @@ def test_parts_resume_from_bitmap_and_recover_unsaved_chunks(tmp_path: Path) -> 
     assert again.bitmap.missing() == list(range(13, 20))
     # A corrupted byte in an unsaved chunk is not trusted.
     again.close()
-    with (tmp_path / "t" / "0.part").open("r+b") as handle:
+    with (tmp_path / "t" / "files" / "m.bin").open("r+b") as handle:
         handle.seek(14 * CHUNK)
         handle.write(data[13 * CHUNK : 14 * CHUNK])  # chunk 13's bytes at chunk 14: wrong
     third = PartFiles(tmp_path / "t", table)

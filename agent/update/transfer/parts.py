@@ -1,9 +1,10 @@
 """Part files of a transfer: verified chunks written at their offsets, a persisted bitmap.
 
-Layout under the transfer directory (mode 0700): ``<n>.part`` per bundle file,
-pre-sized to its signed length, and ``bitmap``. A chunk is written only after its
-length and SHA-256 match the chunk table; a chunk already present is a no-op, so
-QoS 1 redeliveries and the shared stream's extra copies cost nothing but a lookup.
+Layout under the transfer directory (mode 0700): ``files/<name>`` per bundle file,
+pre-sized to its signed length (the directory the installer stages from), and
+``bitmap``. A chunk is written only after its length and SHA-256 match the chunk
+table; a chunk already present is a no-op, so QoS 1 redeliveries and the shared
+stream's extra copies cost nothing but a lookup.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class PartFiles:
         self.recovered = 0
 
     def path(self, file_no: int) -> Path:
-        return self.directory / f"{file_no}.part"
+        return self.directory / "files" / self.table.files[file_no].name
 
     @property
     def bitmap_path(self) -> Path:
@@ -51,7 +52,7 @@ class PartFiles:
 
     def open(self) -> None:
         """Create or reopen the part files; on resume, trust the bitmap and re-verify the gaps."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.directory / "files").mkdir(mode=0o700, parents=True, exist_ok=True)
         resuming = self.bitmap_path.exists()
         for file_no, entry in enumerate(self.table.files):
             fd = os.open(self.path(file_no), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)

@@ -7,6 +7,7 @@ transfer driver. No IO except the part files; publishing requests is the caller'
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,6 +222,14 @@ class TransferSession:
             if self.parts is not None:
                 self.parts.flush()
                 self.parts.close()
+
+    @property
+    def files_dir(self) -> Path:
+        return self.directory / "files"
+
+    @staticmethod
+    def remove(directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
 
     def discard(self) -> None:
         with self._lock:

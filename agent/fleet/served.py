@@ -1,0 +1,65 @@
+"""A bundle directory as the chunk server sees it: manifest bytes, files, chunk index."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import AgentError
+from agent.update.bundle import read_manifest
+from agent.update.envelope import parse_envelope
+from agent.update.manifest import Manifest, parse_manifest
+from agent.update.verify import MAX_ENVELOPE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ServedBundle:
+    directory: Path
+    envelope_bytes: bytes
+    manifest: Manifest
+    index_bytes: bytes
+
+    @property
+    def deployment_id(self) -> str:
+        return self.manifest.deployment_id
+
+    @property
+    def chunk_size(self) -> int:
+        return self.manifest.chunk_size
+
+    def index_piece(self, piece: int) -> bytes | None:
+        size = self.chunk_size
+        if piece < 0 or piece * size >= max(1, len(self.index_bytes)):
+            return None
+        return self.index_bytes[piece * size : (piece + 1) * size]
+
+    def chunk(self, file_no: int, index: int) -> bytes | None:
+        """Chunk ``index`` of file ``file_no``, or None when out of range."""
+        if not 0 <= file_no < len(self.manifest.files):
+            return None
+        entry = self.manifest.files[file_no]
+        offset = index * self.chunk_size
+        if index < 0 or offset >= entry.length:
+            return None
+        fd = os.open(self.directory / entry.name, os.O_RDONLY)
+        try:
+            return os.pread(fd, min(self.chunk_size, entry.length - offset), offset)
+        finally:
+            os.close(fd)
+
+
+def load_bundle(directory: Path) -> ServedBundle:
+    """Read a bundle made by ``edge-fleet bundle create`` (the signature is the device's job)."""
+    envelope_bytes = read_manifest(directory)
+    envelope = parse_envelope(envelope_bytes, MAX_ENVELOPE_BYTES, "manifest")
+    manifest = parse_manifest(envelope.payload)
+    index_path = directory / manifest.chunk_index.name
+    try:
+        index_bytes = index_path.read_bytes()
+        for entry in manifest.files:
+            if (directory / entry.name).stat().st_size != entry.length:
+                raise AgentError(f"{entry.name} in {directory} does not match its manifest entry")
+    except OSError as exc:
+        raise AgentError(f"bundle {directory} is incomplete: {exc}") from exc
+    return ServedBundle(directory, envelope_bytes, manifest, index_bytes)

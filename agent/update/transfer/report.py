@@ -1,0 +1,97 @@
+"""Op states of model updates on ``<root>/d/<dev>/op/model_update/<deployment_id>``.
+
+Retained, QoS 1, with a ``status_version`` per deployment that survives restarts
+(persisted) so the fleet can order states and ignore replays of older ones.
+A state that could not be published (link down) is kept and sent on the next flush.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.errors import AgentError, Reason
+from agent.fsutil import atomic_write_json
+from agent.log import get_logger
+from agent.update.transfer.wire import Topics
+
+log = get_logger(__name__)
+
+TERMINAL = frozenset({"successful", "failed"})
+_MAX_REMEMBERED = 64
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> object: ...
+
+
+class OpReporter:
+    def __init__(self, bus: Publisher, topics: Topics, device: str, state_path: Path) -> None:
+        self._bus = bus
+        self._topics = topics
+        self._device = device
+        self._path = state_path
+        self._lock = threading.Lock()
+        self._unsent: dict[str, bytes] = {}
+        try:
+            raw = json.loads(state_path.read_text(encoding="utf-8"))
+            self._known: dict[str, dict[str, Any]] = {str(k): dict(v) for k, v in raw.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            self._known = {}
+
+    def last(self, deployment_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._known.get(deployment_id)
+
+    def report(
+        self, deployment_id: str, status: str, reason: Reason | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        key = fields.get("key")
+        with self._lock:
+            previous = self._known.get(deployment_id, {})
+            if (
+                status in TERMINAL
+                and key is not None
+                and previous.get("key") == key
+                and previous.get("status") == status
+                and previous.get("reason") == (reason.value if reason is not None else None)
+            ):
+                # The same retained manifest redelivered (reconnect, restart): already reported.
+                return dict(previous)
+            version = int(previous.get("status_version", 0)) + 1
+            doc: dict[str, Any] = {
+                "status": status,
+                "status_version": version,
+                "reason": reason.value if reason is not None else None,
+                "deployment_id": deployment_id,
+                **fields,
+            }
+            self._known[deployment_id] = {
+                "status_version": version,
+                "status": status,
+                "reason": doc["reason"],
+                "key": key,
+            }
+            while len(self._known) > _MAX_REMEMBERED:
+                self._known.pop(next(iter(self._known)))
+            atomic_write_json(self._path, self._known, mode=0o600)
+            self._unsent[deployment_id] = json.dumps(doc, sort_keys=True).encode("utf-8")
+        log.info("model_update_state", deployment=deployment_id, status=status, reason=reason)
+        self.flush()
+        return doc
+
+    def flush(self) -> None:
+        with self._lock:
+            items = list(self._unsent.items())
+        for deployment_id, payload in items:
+            try:
+                topic = self._topics.model_update(self._device, deployment_id)
+                self._bus.publish(topic, payload, qos=1, retain=True)
+            except AgentError as exc:
+                log.debug("model_update_state_unsent", deployment=deployment_id, error=str(exc))
+                return
+            with self._lock:
+                if self._unsent.get(deployment_id) is payload:
+                    del self._unsent[deployment_id]
