@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import shutil
 import socket
 import subprocess
@@ -52,10 +53,15 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.chmod(0o600)
 
 
-def make_tls_files(directory: Path, days: int = 30) -> TlsFiles:
-    """A throwaway CA, a server cert for 127.0.0.1/localhost and a client cert."""
+def make_tls_files(directory: Path, days: int = 30, start_days_ago: float = 0.0) -> TlsFiles:
+    """A throwaway CA, a server cert for 127.0.0.1/localhost and a client cert.
+
+    Valid from ``start_days_ago`` days back until ``days`` from now; with
+    ``start_days_ago=30, days=-1`` every certificate expired yesterday.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
+    not_before = now - dt.timedelta(minutes=5, days=start_days_ago)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-agent test CA")])
     ca_cert = (
@@ -64,7 +70,7 @@ def make_tls_files(directory: Path, days: int = 30) -> TlsFiles:
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(not_before)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -80,7 +86,7 @@ def make_tls_files(directory: Path, days: int = 30) -> TlsFiles:
             .issuer_name(ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_before(not_before)
             .not_valid_after(now + dt.timedelta(days=days))
         )
         if san:
@@ -125,6 +131,9 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         lines = [
+            # As root mosquitto drops to the "mosquitto" user, which cannot read the test's
+            # 0600 key files or write into pytest's 0700 temp dirs: stay the calling user.
+            *(["user root"] if os.geteuid() == 0 else []),
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence false",
