@@ -32,4 +32,9 @@ class Source(Protocol):
         """Rate the source says it delivers (0 when unknown)."""
         ...
 
+    @property
+    def ended(self) -> bool:
+        """True once a finite source (file or directory without loop) has delivered everything."""
+        ...
+
     def release(self) -> None: ...

@@ -1,0 +1,81 @@
+"""Decoders: raw outputs of any backend → detections in frame pixels.
+
+``make_decoder`` builds one from the model's config and the loaded backend's
+tensor specs; outputs are dequantised first, so decoders only see float arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.config.model import ModelConfig
+from agent.errors import DecoderError
+from agent.events.types import Detection
+from agent.inference.base import InputSpec, TensorSpec
+from agent.inference.decoders.blazeface import BlazeFaceDecoder
+from agent.inference.decoders.classify import ClassifyDecoder
+from agent.inference.decoders.common import Decoder, dequantize, load_labels
+from agent.inference.decoders.ssd_postprocess import SsdPostprocessDecoder, assign_outputs
+from agent.inference.decoders.yolo import YoloDecoder
+from agent.inference.preprocess import Transform
+
+__all__ = ["Decoder", "DequantizingDecoder", "make_decoder"]
+
+
+class DequantizingDecoder:
+    """Dequantises integer outputs with their specs, then runs the inner decoder."""
+
+    def __init__(self, inner: Decoder, specs: list[TensorSpec]) -> None:
+        self._inner = inner
+        self._specs = specs
+        self._quantised = any(s.scale for s in specs)
+
+    def __call__(
+        self, outputs: list[npt.NDArray[np.generic]], transform: Transform
+    ) -> list[Detection]:
+        if self._quantised:
+            outputs = [
+                dequantize(o, self._specs[i] if i < len(self._specs) else None)
+                for i, o in enumerate(outputs)
+            ]
+        return self._inner(outputs, transform)
+
+
+def decoder_threshold(model: ModelConfig) -> float:
+    """The lowest score any label may pass with; per-label filtering happens after decoding."""
+    return min([model.threshold, *model.label_thresholds.values()])
+
+
+def make_decoder(
+    model: ModelConfig, input_spec: InputSpec, output_specs: list[TensorSpec]
+) -> Decoder:
+    labels = load_labels(model.labels_path) if model.labels_path else {}
+    threshold = decoder_threshold(model)
+    inner: Decoder
+    if model.decoder == "blazeface":
+        if input_spec.width != input_spec.height:
+            raise DecoderError(f"blazeface needs a square input, got {input_spec.tensor.shape}")
+        inner = BlazeFaceDecoder(
+            input_spec.width,
+            threshold,
+            model.nms_iou,
+            model.max_detections,
+            label=labels.get(0, "face"),
+        )
+    elif model.decoder == "ssd_postprocess":
+        inner = SsdPostprocessDecoder(
+            assign_outputs(output_specs), labels, threshold, model.max_detections
+        )
+    elif model.decoder == "yolo":
+        inner = YoloDecoder(
+            input_w=input_spec.width,
+            input_h=input_spec.height,
+            labels=labels,
+            score_threshold=threshold,
+            iou_threshold=model.nms_iou,
+            max_detections=model.max_detections,
+        )
+    else:
+        inner = ClassifyDecoder(labels, threshold, model.top_k)
+    return DequantizingDecoder(inner, output_specs)

@@ -1,0 +1,149 @@
+"""Fit a BGR frame to the model input, once per frame, into a preallocated tensor.
+
+Resize (squash, letterbox or centre crop) at model size first, then colour order and
+normalisation are applied while writing into the backend's input buffer, so the only
+full-resolution work is one resize. Each call returns the ``Transform`` that maps
+model-input coordinates back to frame pixels, so decoders never see the resize mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.inference.base import InputSpec
+
+ResizeMode = Literal["squash", "letterbox", "crop"]
+ColorOrder = Literal["rgb", "bgr"]
+InputRange = Literal["auto", "0_255", "0_1", "-1_1"]
+
+# (scale, offset) with real value = pixel * scale + offset
+_FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    "0_255": (1.0, 0.0),
+    "0_1": (1.0 / 255.0, 0.0),
+    "-1_1": (2.0 / 255.0, -1.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """frame_x = norm_x * ax + bx, frame_y = norm_y * ay + by (norm = 0..1 of the model input)."""
+
+    ax: float
+    bx: float
+    ay: float
+    by: float
+    frame_w: int
+    frame_h: int
+
+    def boxes_to_frame(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        """[N, 4] normalised x1, y1, x2, y2 → frame pixels, clipped to the frame."""
+        out = np.empty(boxes.shape, np.float64)
+        out[:, 0::2] = boxes[:, 0::2] * self.ax + self.bx
+        out[:, 1::2] = boxes[:, 1::2] * self.ay + self.by
+        np.clip(out[:, 0::2], 0.0, float(self.frame_w), out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0.0, float(self.frame_h), out=out[:, 1::2])
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    transform: Transform
+    crop: tuple[int, int, int, int]  # x0, y0, x1, y1 of the frame region used
+    size: tuple[int, int]  # resized width, height
+    offset: tuple[int, int]  # where the resized image lands in the input (letterbox pad)
+
+
+def plan_fit(
+    frame_w: int, frame_h: int, in_w: int, in_h: int, mode: ResizeMode
+) -> tuple[Transform, tuple[int, int, int, int], tuple[int, int], tuple[int, int]]:
+    """Pure geometry of one resize mode: transform, frame crop, resized size, paste offset."""
+    if mode == "squash":
+        return (
+            Transform(float(frame_w), 0.0, float(frame_h), 0.0, frame_w, frame_h),
+            (0, 0, frame_w, frame_h),
+            (in_w, in_h),
+            (0, 0),
+        )
+    if mode == "letterbox":
+        scale = min(in_w / frame_w, in_h / frame_h)
+        new_w, new_h = max(1, round(frame_w * scale)), max(1, round(frame_h * scale))
+        pad_x, pad_y = (in_w - new_w) // 2, (in_h - new_h) // 2
+        sx, sy = new_w / frame_w, new_h / frame_h
+        transform = Transform(in_w / sx, -pad_x / sx, in_h / sy, -pad_y / sy, frame_w, frame_h)
+        return transform, (0, 0, frame_w, frame_h), (new_w, new_h), (pad_x, pad_y)
+    scale = max(in_w / frame_w, in_h / frame_h)
+    crop_w, crop_h = min(frame_w, round(in_w / scale)), min(frame_h, round(in_h / scale))
+    x0, y0 = (frame_w - crop_w) // 2, (frame_h - crop_h) // 2
+    transform = Transform(float(crop_w), float(x0), float(crop_h), float(y0), frame_w, frame_h)
+    return transform, (x0, y0, x0 + crop_w, y0 + crop_h), (in_w, in_h), (0, 0)
+
+
+def normalisation(dtype: np.dtype[np.generic], input_range: InputRange) -> tuple[float, float]:
+    """(scale, offset) applied to 0..255 pixels for this input dtype and range."""
+    if dtype == np.uint8:
+        return 1.0, 0.0
+    if dtype == np.int8:
+        return 1.0, -128.0
+    return _FLOAT_RANGES["-1_1" if input_range == "auto" else input_range]
+
+
+class Preprocessor:
+    def __init__(
+        self,
+        spec: InputSpec,
+        resize_mode: ResizeMode = "squash",
+        color_order: ColorOrder = "rgb",
+        input_range: InputRange = "auto",
+    ) -> None:
+        self._spec = spec
+        self._mode = resize_mode
+        self._rgb = color_order == "rgb"
+        self._scale, self._offset = normalisation(spec.tensor.dtype, input_range)
+        self._identity = self._scale == 1.0 and self._offset == 0.0
+        self._in_w, self._in_h = spec.width, spec.height
+        self._canvas = np.zeros((self._in_h, self._in_w, 3), np.uint8)
+        self._plans: dict[tuple[int, int], _Plan] = {}
+        self._last_plan: _Plan | None = None
+        self._int8 = spec.tensor.dtype == np.int8
+
+    def _plan(self, frame_w: int, frame_h: int) -> _Plan:
+        plan = self._plans.get((frame_w, frame_h))
+        if plan is None:
+            plan = _Plan(*plan_fit(frame_w, frame_h, self._in_w, self._in_h, self._mode))
+            self._plans[(frame_w, frame_h)] = plan
+        return plan
+
+    def prepare(self, image: npt.NDArray[np.uint8], out: npt.NDArray[np.generic]) -> Transform:
+        """Write ``image`` (BGR HxWx3) into ``out`` (the input tensor) and return the transform."""
+        frame_h, frame_w = image.shape[:2]
+        plan = self._plan(frame_w, frame_h)
+        x0, y0, x1, y1 = plan.crop
+        region = image if plan.crop == (0, 0, frame_w, frame_h) else image[y0:y1, x0:x1]
+        if plan.offset == (0, 0):
+            cv2.resize(region, plan.size, dst=self._canvas, interpolation=cv2.INTER_LINEAR)
+        else:
+            # Letterbox: the pad stays black; only the inner rectangle is rewritten per frame.
+            if plan is not self._last_plan:
+                self._canvas.fill(0)
+            px, py = plan.offset
+            w, h = plan.size
+            self._canvas[py : py + h, px : px + w] = cv2.resize(
+                region, plan.size, interpolation=cv2.INTER_LINEAR
+            )
+        self._last_plan = plan
+        pixels = self._canvas[..., ::-1] if self._rgb else self._canvas
+        target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
+        if self._int8:
+            np.subtract(pixels, 128, out=target, dtype=np.int16, casting="unsafe")
+        elif self._identity:
+            np.copyto(target, pixels, casting="unsafe")
+        else:
+            np.multiply(pixels, self._scale, out=target, casting="unsafe")
+            if self._offset:
+                np.add(target, self._offset, out=target, casting="unsafe")
+        return plan.transform

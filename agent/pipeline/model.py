@@ -1,0 +1,71 @@
+"""A loaded model slot: backend, preprocessor and decoder built and checked together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config.model import ModelConfig
+from agent.errors import DecoderError, InferenceError, ModelLoadError
+from agent.inference.base import Backend
+from agent.inference.decoders import Decoder, make_decoder
+from agent.inference.preprocess import Preprocessor
+from agent.inference.registry import BackendOptions, create_backend
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    slot: str
+    path: Path
+    backend_name: str
+    backend: Backend
+    preprocessor: Preprocessor
+    decoder: Decoder
+
+    def info(self) -> dict[str, object]:
+        runtime = self.backend.runtime
+        return {
+            "path": str(self.path),
+            "backend": self.backend_name,
+            "runtime": runtime.name,
+            "version": runtime.version,
+            "device": runtime.device,
+            "input_shape": list(self.backend.input_spec.tensor.shape),
+        }
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _check_image_input(backend: Backend, path: Path) -> None:
+    shape = backend.input_spec.tensor.shape
+    if len(shape) != 4:
+        raise ModelLoadError(f"model input {shape} is not an image batch", model=str(path))
+
+
+def load_model(
+    model: ModelConfig, backend_name: str, path: Path, options: BackendOptions, smoke: bool = True
+) -> LoadedModel:
+    """Load, wire and (with ``smoke``) invoke once.
+
+    Raises ModelLoadError or BackendUnavailableError; nothing stays open on failure.
+    """
+    backend = create_backend(backend_name, path, options)
+    try:
+        _check_image_input(backend, path)
+        spec = backend.input_spec
+        preprocessor = Preprocessor(spec, model.resize_mode, model.color_order, model.input_range)
+        decoder = make_decoder(model, spec, backend.output_specs)
+        if smoke:
+            backend.infer(backend.input_buffer())
+    except (DecoderError, InferenceError) as exc:
+        backend.close()
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(
+            f"{path.name} does not fit slot {model.slot}: {exc}", model=str(path)
+        ) from exc
+    except BaseException:
+        backend.close()
+        raise
+    return LoadedModel(model.slot, path, backend_name, backend, preprocessor, decoder)

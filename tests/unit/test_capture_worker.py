@@ -1,0 +1,189 @@
+"""The capture thread: the real clip, a pipe-fed source that stalls and recovers, a dead source."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from agent.capture import open_source
+from agent.capture.ring import FrameRing
+from agent.capture.worker import CameraCapture, CaptureSettings
+from agent.config.board import BoardConfig
+from agent.config.camera import CameraConfig
+
+W, H = 32, 24
+FRAME_BYTES = W * H * 3
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+class PipeSource:
+    """Raw BGR frames read from an OS pipe, as from an ``ffmpeg -f rawvideo`` child.
+
+    read() blocks in os.read when the writer goes quiet: the real shape of a stalled stream.
+    """
+
+    def __init__(self, read_fd: int) -> None:
+        self._fd = read_fd
+
+    @property
+    def nominal_fps(self) -> float:
+        return 0.0
+
+    @property
+    def ended(self) -> bool:
+        return False
+
+    def read(self):
+        chunks, need = [], FRAME_BYTES
+        while need:
+            try:
+                chunk = os.read(self._fd, need)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            need -= len(chunk)
+        return np.frombuffer(b"".join(chunks), np.uint8).reshape(H, W, 3).copy()
+
+    def release(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+class PipeCamera:
+    """Opens a new pipe per open(); a feeder thread writes frames while ``feeding`` is set."""
+
+    def __init__(self) -> None:
+        self.write_fds: list[int] = []
+        self.opens = 0
+        self.feeding = threading.Event()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._feed, name="test-feeder", daemon=True)
+        self._thread.start()
+
+    def open(self) -> PipeSource:
+        read_fd, write_fd = os.pipe()
+        with self._lock:
+            # The previous writer goes away, as a camera that dropped off the network.
+            for fd in self.write_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.write_fds = [write_fd]
+            self.opens += 1
+        return PipeSource(read_fd)
+
+    def _feed(self) -> None:
+        value = 0
+        while not self.stop.is_set():
+            if self.feeding.is_set():
+                with self._lock:
+                    fds = list(self.write_fds)
+                for fd in fds:
+                    try:
+                        os.write(fd, bytes([value % 256]) * FRAME_BYTES)
+                    except OSError:
+                        pass
+                value += 1
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(2)
+        for fd in self.write_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def stop():
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_real_clip_is_drained_into_the_ring(sample_clip, stop):
+    camera = CameraConfig(name="clip", source=f"file:{sample_clip}")
+    ring = FrameRing("clip")
+    capture = CameraCapture(
+        "clip", lambda: open_source(camera, BoardConfig(), paced=False), ring, stop
+    )
+    capture.start()
+    assert wait_for(lambda: capture.ended, 20)
+    assert ring.published == 210
+    frame = ring.take(0)
+    assert frame is not None
+    assert frame.seq == 210
+    assert ring.overwritten[0] == 209  # nobody consumed: all but the newest were overwritten
+    assert capture.health() == ("down", "end of stream")
+    assert capture.join(2)
+
+
+def test_stalled_source_is_released_and_reopened(stop, log_events):
+    cam = PipeCamera()
+    ring = FrameRing("pipe")
+    settings = CaptureSettings(stall_timeout_s=0.3, reconnect_base_s=0.05, reconnect_max_s=0.1)
+    capture = CameraCapture("pipe", cam.open, ring, stop, settings)
+    try:
+        cam.feeding.set()
+        capture.start()
+        assert wait_for(lambda: ring.published >= 5)
+        assert capture.health()[0] == "ok"
+        cam.feeding.clear()  # the stream goes quiet; read() now blocks
+        assert wait_for(lambda: capture.check_stall() or capture.stalls.count() > 0, 5)
+        assert capture.stalls.count() == 1
+        assert capture.health()[0] in ("degraded", "down")
+        before = ring.published
+        cam.feeding.set()  # the camera comes back
+        assert wait_for(lambda: cam.opens >= 2 and ring.published > before + 5, 5)
+        assert capture.reconnects.count() >= 1
+        assert wait_for(lambda: capture.health()[0] == "ok", 2)
+    finally:
+        stop.set()
+        cam.close()
+        capture.join(2)
+    names = [e["event"] for e in log_events]
+    assert "source_stalled" in names
+    assert "source_reconnected" in names
+
+
+def test_source_that_never_opens_is_an_error_not_a_crash(tmp_path, stop, log_events):
+    camera = CameraConfig(name="gone", source=f"file:{tmp_path}/missing.mp4")
+    ring = FrameRing("gone")
+    settings = CaptureSettings(stall_timeout_s=1.0, reconnect_base_s=0.02, reconnect_max_s=0.05)
+    capture = CameraCapture(
+        "gone", lambda: open_source(camera, BoardConfig()), ring, stop, settings
+    )
+    capture.start()
+    assert wait_for(lambda: capture.open_failures >= 3)
+    status, detail = capture.health()
+    assert status == "down"
+    assert "missing.mp4" in detail
+    assert capture._thread is not None
+    assert capture._thread.is_alive()  # keeps retrying with backoff
+    stop.set()
+    assert capture.join(2)
+    failures = [e for e in log_events if e["event"] == "source_open_failed"]
+    assert failures[0]["log_level"] == "error"
+    assert all(e["log_level"] == "warning" for e in failures[1:])
+    assert ring.published == 0

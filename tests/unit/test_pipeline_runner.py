@@ -1,0 +1,208 @@
+"""The whole pipeline on the real sample clip and models: events, drops, seq, reload, watchdog."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.assets import find_asset
+from agent.config.root import AgentConfig
+from agent.errors import ModelLoadError
+from agent.pipeline.runner import Pipeline
+from tests.unit.test_capture_worker import wait_for
+
+# 1-based frame numbers (the ring's seq) per sample.json segment.
+ASTRONAUT = [range(1, 46), range(106, 151)]
+NO_FACE = [range(46, 106), range(151, 181)]  # coffee, chelsea, rocket
+
+
+def config(clip, model, state_dir, **camera):
+    return AgentConfig.model_validate(
+        {
+            "storage": {"state_dir": str(state_dir)},
+            "cameras": [{"name": "door", "source": f"file:{clip}", **camera}],
+            "models": [{"slot": "detector", "path": str(model), "inference_timeout_s": 0.5}],
+        }
+    )
+
+
+def run_to_end(pipeline: Pipeline, timeout_s: float = 20.0) -> None:
+    pipeline.start()
+    try:
+        assert wait_for(pipeline.sources_ended, timeout_s)
+        # The last frame may still be in the worker.
+        wait_for(lambda: False, 0.2)
+    finally:
+        pipeline.stop()
+
+
+def test_clip_flat_out_events_where_faces_are_and_drops_counted(
+    sample_clip, short_range_model, tmp_path
+):
+    events = []
+    pipeline = Pipeline(
+        config(sample_clip, short_range_model, tmp_path), events.append, tmp_path, paced=False
+    )
+    run_to_end(pipeline)
+    frames = [e.frame_seq for e in events]
+    assert frames
+    assert not [f for f in frames if any(f in r for r in NO_FACE)]
+    assert all(any(f in r for f in frames) for r in ASTRONAUT)
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs))
+    for event in events:
+        json.dumps(event.to_payload())
+        assert event.camera == "door"
+        assert event.model == "detector"
+    stats = pipeline.stats_snapshot()
+    cam = stats["cameras"]["door"]
+    model = stats["models"]["detector"]
+    inferred = int(model["inference_ms"]["n"])
+    # The source decodes far faster than the model: frames were overwritten, and every
+    # captured frame was either inferred or counted as dropped.
+    assert cam["frames_captured"] == 210
+    assert cam["frames_dropped"] > 0
+    assert cam["frames_dropped"] + inferred == 210
+    for key in ("capture_fps", "inferred_fps", "dropped_fps"):
+        assert key in cam
+    assert cam["reconnects_last_hour"] == 0
+    assert cam["stalls_last_hour"] == 0
+    for key in ("inference_ms", "preprocess_ms", "postprocess_ms", "e2e_ms"):
+        assert set(model[key]) >= {"p50", "p95"}
+    assert model["e2e_ms"]["p95"] >= model["inference_ms"]["p50"]
+    assert model["runtime"]["name"] == "ai-edge-litert"
+    health = pipeline.health_snapshot()
+    assert health["model:detector"]["status"] == "ok"
+    assert health["camera:door"] == {"status": "down", "detail": "end of stream"}
+
+
+def test_seq_continues_across_pipeline_restarts(sample_clip, short_range_model, tmp_path):
+    runs = []
+    for _ in range(2):
+        events = []
+        run_to_end(
+            Pipeline(
+                config(sample_clip, short_range_model, tmp_path),
+                events.append,
+                tmp_path,
+                paced=False,
+            )
+        )
+        assert events
+        runs.append([e.seq for e in events])
+    assert min(runs[1]) > max(runs[0])
+
+
+def _model(name: str) -> Path:
+    path = find_asset(f"models/face_detection_{name}.tflite")
+    assert path is not None
+    return path
+
+
+def test_reload_model_swaps_between_frames_and_keeps_old_on_failure(
+    sample_clip, short_range_model, tmp_path
+):
+    events = []
+    lock = threading.Lock()
+
+    def sink(event):
+        with lock:
+            events.append(event)
+
+    cfg = config(sample_clip, short_range_model, tmp_path, loop=True, fps=30)
+    pipeline = Pipeline(cfg, sink, tmp_path)
+    pipeline.start()
+    try:
+        assert wait_for(lambda: len(events) >= 3, 10)
+        full_range = _model("full_range")
+        pipeline.reload_model("detector", full_range)
+        info = pipeline.model_info()["detector"]
+        assert info["path"] == str(full_range)
+        assert info["input_shape"] == [1, 192, 192, 3]
+        count = len(events)
+        assert wait_for(lambda: len(events) >= count + 3, 10)
+
+        corrupt = tmp_path / "corrupt.tflite"
+        corrupt.write_bytes(full_range.read_bytes()[:10_000])
+        with pytest.raises(ModelLoadError):
+            pipeline.reload_model("detector", corrupt)
+        assert pipeline.model_info()["detector"]["path"] == str(full_range)
+        count = len(events)
+        assert wait_for(lambda: len(events) >= count + 3, 10)  # the old model still serves
+        assert pipeline.health_snapshot()["model:detector"]["status"] == "ok"
+        cam = pipeline.stats_snapshot()["cameras"]["door"]
+        assert cam["reconnects_last_hour"] == 0  # the camera was never dropped
+        with pytest.raises(ModelLoadError):
+            pipeline.reload_model("nope", full_range)
+    finally:
+        pipeline.stop()
+
+
+class StallingBackend:
+    """Wraps a real backend; infer() hangs until released (a wedged accelerator)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def infer(self, tensor):
+        self.entered.set()
+        self.release.wait(10)
+        return self._inner.infer(tensor)
+
+
+def test_stuck_invoke_marks_model_and_restarts_worker(sample_clip, short_range_model, tmp_path):
+    events = []
+    cfg = config(sample_clip, short_range_model, tmp_path, loop=True, fps=30)
+    pipeline = Pipeline(cfg, events.append, tmp_path)
+    pipeline.start()
+    try:
+        worker = pipeline.workers["detector"]
+        assert wait_for(lambda: len(events) >= 2, 10)
+        assert worker.loaded is not None
+        stalling = StallingBackend(worker.loaded.backend)
+        worker.loaded.backend = stalling
+        assert stalling.entered.wait(5)
+        assert wait_for(lambda: pipeline.health_snapshot()["model:detector"]["status"] != "ok", 3)
+        assert "stuck" in pipeline.health_snapshot()["model:detector"]["detail"]
+        # The watchdog restarts the worker on a fresh backend: events flow again.
+        count = len(events)
+        assert wait_for(lambda: len(events) >= count + 3, 10)
+        assert worker.stuck.count() == 1
+        health = pipeline.health_snapshot()["model:detector"]
+        assert health["status"] == "degraded"
+        assert "stuck" in health["detail"]
+        assert pipeline.stats_snapshot()["models"]["detector"]["stuck_last_hour"] == 1
+        assert time.monotonic() - pipeline.last_progress_mono_s() < 2.0
+    finally:
+        stalling.release.set()
+        pipeline.stop()
+
+
+def test_bad_model_at_start_is_health_down_then_reload_fixes_it(
+    sample_clip, short_range_model, tmp_path
+):
+    events = []
+    missing = tmp_path / "missing.tflite"
+    cfg = config(sample_clip, missing, tmp_path, loop=True, fps=30)
+    pipeline = Pipeline(cfg, events.append, tmp_path)
+    pipeline.start()
+    try:
+        health = pipeline.health_snapshot()["model:detector"]
+        assert health["status"] == "down"
+        assert "missing.tflite" in health["detail"]
+        assert wait_for(lambda: pipeline.stats_snapshot()["cameras"]["door"]["frames_captured"] > 3)
+        assert events == []
+        pipeline.reload_model("detector", short_range_model)
+        assert wait_for(lambda: len(events) >= 2, 10)
+        assert pipeline.health_snapshot()["model:detector"]["status"] == "ok"
+    finally:
+        pipeline.stop()

@@ -1,0 +1,106 @@
+"""Resize modes, colour order, normalisation and the transform back to frame pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.inference.base import InputSpec, TensorSpec
+from agent.inference.preprocess import Preprocessor, normalisation, plan_fit
+
+
+def _spec(shape, dtype=np.float32, layout="nhwc"):
+    return InputSpec(TensorSpec("input", shape, np.dtype(dtype)), layout)
+
+
+def _frame_with_patch(w, h, box):
+    frame = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    frame[y1:y2, x1:x2] = (255, 0, 0)  # pure blue in BGR
+    return frame
+
+
+def _patch_in_tensor(plane):
+    ys, xs = np.nonzero(plane > plane.min() + (plane.max() - plane.min()) / 2)
+    h, w = plane.shape
+    return np.array([[xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h]])
+
+
+@pytest.mark.parametrize("mode", ["squash", "letterbox", "crop"])
+@pytest.mark.parametrize(("frame_w", "frame_h"), [(640, 480), (480, 640), (1280, 720)])
+def test_patch_maps_back_to_where_it_was(mode, frame_w, frame_h):
+    box = (frame_w // 2 - 60, frame_h // 2 - 40, frame_w // 2 + 80, frame_h // 2 + 50)
+    frame = _frame_with_patch(frame_w, frame_h, box)
+    pre = Preprocessor(_spec((1, 160, 160, 3)), mode, "rgb", "0_1")
+    tensor = np.zeros((1, 160, 160, 3), np.float32)
+    transform = pre.prepare(frame, tensor)
+    blue = tensor[0, :, :, 2]  # RGB order: blue is the last channel
+    assert tensor[0, :, :, 0].max() == 0.0
+    assert blue.max() == pytest.approx(1.0)
+    back = transform.boxes_to_frame(_patch_in_tensor(blue))[0]
+    tolerance = max(frame_w, frame_h) / 160 * 1.5  # one and a half input pixels
+    assert np.allclose(back, box, atol=tolerance), (back, box)
+
+
+def test_letterbox_pads_and_crop_cuts():
+    transform, crop, size, offset = plan_fit(640, 480, 320, 320, "letterbox")
+    assert size == (320, 240)
+    assert offset == (0, 40)
+    assert crop == (0, 0, 640, 480)
+    # The top pad of the input maps above the frame and is clipped to its edge.
+    assert transform.boxes_to_frame(np.array([[0.0, 0.0, 1.0, 1.0]]))[0].tolist() == [
+        0.0,
+        0.0,
+        640.0,
+        480.0,
+    ]
+    transform, crop, size, offset = plan_fit(640, 480, 320, 320, "crop")
+    assert crop == (80, 0, 560, 480)
+    assert transform.boxes_to_frame(np.array([[0.0, 0.0, 1.0, 1.0]]))[0].tolist() == [
+        80.0,
+        0.0,
+        560.0,
+        480.0,
+    ]
+
+
+def test_normalisation_per_dtype_and_range():
+    assert normalisation(np.dtype(np.uint8), "auto") == (1.0, 0.0)
+    assert normalisation(np.dtype(np.int8), "auto") == (1.0, -128.0)
+    assert normalisation(np.dtype(np.float32), "auto") == (2.0 / 255.0, -1.0)
+    assert normalisation(np.dtype(np.float32), "0_255") == (1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "input_range", "black", "white"),
+    [
+        (np.float32, "auto", -1.0, 1.0),
+        (np.float32, "0_1", 0.0, 1.0),
+        (np.float32, "0_255", 0.0, 255.0),
+        (np.uint8, "auto", 0, 255),
+        (np.int8, "auto", -128, 127),
+    ],
+)
+def test_value_ranges_written_into_the_tensor(dtype, input_range, black, white):
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, 32:] = 255
+    pre = Preprocessor(_spec((1, 16, 16, 3), dtype), "squash", "rgb", input_range)
+    tensor = np.zeros((1, 16, 16, 3), dtype)
+    pre.prepare(frame, tensor)
+    assert tensor[0, 0, 0, 0] == pytest.approx(black)
+    assert tensor[0, 0, 15, 0] == pytest.approx(white)
+
+
+def test_nchw_and_bgr_order():
+    frame = np.zeros((32, 32, 3), np.uint8)
+    frame[..., 2] = 200  # red in BGR
+    tensor = np.zeros((1, 3, 8, 8), np.float32)
+    Preprocessor(_spec((1, 3, 8, 8), layout="nchw"), "squash", "bgr", "0_255").prepare(
+        frame, tensor
+    )
+    assert tensor[0, 2].min() == 200.0
+    assert tensor[0, :2].max() == 0.0
+    Preprocessor(_spec((1, 3, 8, 8), layout="nchw"), "squash", "rgb", "0_255").prepare(
+        frame, tensor
+    )
+    assert tensor[0, 0].min() == 200.0
