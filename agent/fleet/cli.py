@@ -10,9 +10,15 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli.common import report_error
 from agent.errors import AgentError
+from agent.log import configure
 
 # Each module has register(subparsers); the order is the order of --help.
-COMMAND_MODULES: tuple[str, ...] = ("agent.fleet.keys", "agent.fleet.bundle")
+COMMAND_MODULES: tuple[str, ...] = (
+    "agent.fleet.keys",
+    "agent.fleet.bundle",
+    "agent.fleet.deliver",
+    "agent.fleet.observe",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Logs go to stderr so that --json output is the only thing on stdout.
+    configure(level="warning")
     try:
         code: int = args.func(args)
     except AgentError as exc:
