@@ -13,6 +13,7 @@ from agent.errors import AgentError
 
 # Each module has register(subparsers); the order is the order of --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.run",
     "agent.cli.validate",
     "agent.cli.diag",
     "agent.cli.status",

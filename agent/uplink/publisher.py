@@ -55,10 +55,13 @@ class _Session:
 
 
 class Publisher:
-    def __init__(self, outbox: Outbox, link: Link, stop: threading.Event) -> None:
+    def __init__(self, outbox: Outbox, link: Link) -> None:
         self.outbox = outbox
         self.link = link
-        self._stop = stop
+        # Its own event, not the daemon's stop: at shutdown it keeps draining for a grace
+        # period while the link is still up (the link stops after it).
+        self._closing = threading.Event()
+        self._grace_until = 0.0
         self._acks: queue.SimpleQueue[tuple[int, int, bool]] = queue.SimpleQueue()
         link.add_ack_listener(lambda gen, mid, ok: self._acks.put((gen, mid, ok)))
         rate = outbox.cfg.drain_rate_per_s
@@ -71,15 +74,25 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="uplink-publisher", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Give in-flight messages a moment to be acknowledged, then stop."""
-        self._stop.set()
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Keep sending for up to ``grace_s`` while connected and rows are pending, then stop."""
+        self._grace_until = self.outbox.store.clock.monotonic_s() + grace_s
+        self._closing.set()
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(grace_s + 2.0)
+
+    def _done_closing(self) -> bool:
+        if not self._closing.is_set():
+            return False
+        if not self.link.connected or self.outbox.store.clock.monotonic_s() >= self._grace_until:
+            return True
+        session = self._session
+        pending = self.outbox.store.next_rows(above_id=0, up_to_id=None, exclude=set(), limit=1)
+        return not pending and (session is None or not session.inflight)
 
     def _run(self) -> None:
         while True:
-            stopping = self._stop.is_set()
+            stopping = self._done_closing()
             try:
                 self._tick()
             except (StorageError, TransportError) as exc:

@@ -53,7 +53,7 @@ def start_uplink(url: str, state_dir: Path, protocol: str = "5", **mqtt: object)
         TOPICS.detection_counts,
     )
     link = Link(cfg, TOPICS, state_dir, stop)
-    publisher = Publisher(outbox, link, stop)
+    publisher = Publisher(outbox, link)
     outbox.start()
     link.start()
     publisher.start()

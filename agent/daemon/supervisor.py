@@ -1,0 +1,307 @@
+"""The daemon: ordered start, one stop Event, reversed stop with timeouts.
+
+Start order: state dir, outbox, link, publisher, pipeline, commands, control socket;
+then READY=1. The main thread runs the telemetry loop (stats, health, alarms) and pings
+the systemd watchdog only while the pipeline reports progress. SIGTERM/SIGINT only set
+the stop event; shutdown walks the started stages backwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent import __version__
+from agent.clock import Clock, SystemClock
+from agent.config import LoadedConfig
+from agent.config.root import AgentConfig
+from agent.daemon.control import ControlServer
+from agent.daemon.notify import notify, watchdog_interval_s
+from agent.daemon.ops import build_command_handlers, build_control_handlers
+from agent.events.types import EventSink
+from agent.log import get_logger
+from agent.uplink.alarms import Alarms
+from agent.uplink.classes import MsgClass, OutMessage
+from agent.uplink.commands import CommandDispatcher
+from agent.uplink.health import (
+    clock_component,
+    health_document,
+    same_health,
+    storage_component,
+    uplink_component,
+)
+from agent.uplink.link import Link
+from agent.uplink.outbox import Outbox
+from agent.uplink.procinfo import CpuMeter, process_info
+from agent.uplink.publisher import Publisher
+from agent.uplink.stats import stats_document
+from agent.uplink.topics import Topics
+
+log = get_logger(__name__)
+
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: non-zero, so systemd's Restart=on-failure restarts us
+TICK_S = 0.25
+PROGRESS_STALE_S = 30.0
+
+
+class PipelineLike(Protocol):
+    def start(self) -> None: ...
+    def stop(self, timeout_s: float = 10.0) -> None: ...
+    def stats_snapshot(self) -> dict[str, Any]: ...
+    def health_snapshot(self) -> dict[str, dict[str, str]]: ...
+    def reload_model(self, slot: str, path: Path) -> None: ...
+    def model_info(self) -> dict[str, dict[str, Any]]: ...
+    def last_progress_mono_s(self) -> float: ...
+
+
+PipelineFactory = Callable[[AgentConfig, EventSink, Path, threading.Event], PipelineLike]
+
+
+def default_pipeline_factory(
+    config: AgentConfig, sink: EventSink, state_dir: Path, stop: threading.Event
+) -> PipelineLike:
+    from agent.pipeline.runner import Pipeline  # noqa: PLC0415 - keeps runtimes out of import
+
+    return Pipeline(config, sink, state_dir, None, stop=stop)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        pipeline_factory: PipelineFactory | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+        self.exit_code = 0
+        self.state_dir = Path(self.config.storage.state_dir)
+        self.topics = Topics(
+            self.config.mqtt.topic_root, self.config.device.id, self.config.device.fleet
+        )
+        self._factory = pipeline_factory or default_pipeline_factory
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self.started_wall_s = self.clock.wall_s()
+        self.started_mono_s = self.clock.monotonic_s()
+        self.outbox: Outbox | None = None
+        self.link: Link | None = None
+        self.pipeline: PipelineLike | None = None
+        self.alarms: Alarms | None = None
+        self.commands: CommandDispatcher | None = None
+        self._cpu = CpuMeter()
+        self._last_health: dict[str, Any] | None = None
+
+    # --- start ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+        self.outbox = Outbox(self.state_dir, cfg.outbox, self.topics.detection_counts, self.clock)
+        self.outbox.start()
+        self._stops.append(("outbox", self.outbox.stop))
+
+        self.link = Link(
+            cfg.mqtt, self.topics, self.state_dir, self.stop_event, birth_extra=self._birth_extra
+        )
+        self.alarms = Alarms(self.topics, self._emit_alarm, self.state_dir, self.clock.wall_s)
+        self.commands = CommandDispatcher(self.topics, self._emit_op, self.state_dir)
+        for op, handler in build_command_handlers(self).items():
+            self.commands.register(op, handler)
+        self.link.subscribe(self.topics.cmd_filter, self.commands.on_message)
+        self.link.start()
+        self._stops.append(("link", self.link.stop))
+
+        publisher = Publisher(self.outbox, self.link)
+        publisher.start()
+        self._stops.append(("publisher", publisher.stop))
+
+        self.pipeline = self._factory(
+            cfg, self.outbox.sink(self.topics.detection), self.state_dir, self.stop_event
+        )
+        self.pipeline.start()
+        self._stops.append(("pipeline", self.pipeline.stop))
+
+        self.commands.start(self.stop_event)
+        self._stops.append(("commands", self._join_commands))
+
+        control = ControlServer(
+            Path(cfg.control.socket_path), build_control_handlers(self), self.stop_event
+        )
+        control.start()
+        self._stops.append(("control", control.stop))
+        notify("READY=1")
+        log.info("daemon_started", pid=os.getpid(), version=__version__, device=cfg.device.id)
+
+    def _join_commands(self) -> None:
+        if self.commands is not None:
+            self.commands.join(5.0)
+
+    # --- run / stop -----------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        """Start, loop until stopped, stop; the process exit code."""
+        try:
+            self.start()
+            self._loop()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def request_restart(self) -> None:
+        log.info("daemon_restart_requested")
+        self.exit_code = RESTART_EXIT_CODE
+        self.stop_event.set()
+
+    def _loop(self) -> None:
+        tel = self.config.telemetry
+        next_stats = self.clock.monotonic_s() + min(tel.stats_interval_s, 5.0)
+        next_health = self.clock.monotonic_s()
+        watchdog = watchdog_interval_s()
+        next_ping = self.clock.monotonic_s()
+        while not self.stop_event.wait(TICK_S):
+            now = self.clock.monotonic_s()
+            if now >= next_health:
+                next_health = now + tel.health_interval_s
+                self.publish_health()
+            if now >= next_stats:
+                next_stats = now + tel.stats_interval_s
+                self.publish_stats()
+            if watchdog is not None and now >= next_ping and self.making_progress():
+                next_ping = now + watchdog
+                notify("WATCHDOG=1")
+
+    def making_progress(self) -> bool:
+        if self.pipeline is None:
+            return False
+        stale_after = max(PROGRESS_STALE_S, 2 * (watchdog_interval_s() or 0.0))
+        return time.monotonic() - self.pipeline.last_progress_mono_s() < stale_after
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        notify("STOPPING=1")
+        for name, stop in reversed(self._stops):
+            begun = time.monotonic()
+            try:
+                stop()
+            except Exception:
+                log.exception("stage_stop_failed", stage=name)
+            log.info("stage_stopped", stage=name, took_s=round(time.monotonic() - begun, 2))
+        self._stops.clear()
+        log.info("daemon_stopped", exit_code=self.exit_code)
+
+    # --- telemetry ------------------------------------------------------------------
+
+    def _emit_alarm(self, topic: str, payload: bytes) -> None:
+        assert self.outbox is not None
+        self.outbox.put(OutMessage(topic, payload, 1, retain=True, cls=MsgClass.ALARM))
+
+    def _emit_op(self, topic: str, doc: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        self.outbox.put_json(topic, doc, MsgClass.ALARM, qos=1, retain=True)
+
+    def _birth_extra(self) -> dict[str, Any]:
+        return {
+            "agent_version": __version__,
+            "models": self.pipeline.model_info() if self.pipeline else {},
+            "boot_id": boot_id(),
+        }
+
+    def health_components(self) -> dict[str, dict[str, str]]:
+        comps: dict[str, dict[str, str]] = {}
+        if self.pipeline is not None:
+            comps.update(self.pipeline.health_snapshot())
+        if self.link is not None:
+            comps["uplink"] = uplink_component(self.link.connected, self.link.url)
+        comps["storage"] = storage_component(self.state_dir, self.config.storage.min_free_mb)
+        comps["clock"] = clock_component(self.clock.wall_s(), self.state_dir)
+        return comps
+
+    def publish_health(self) -> None:
+        doc = health_document(self.health_components(), self.clock.wall_s())
+        if self.alarms is not None:
+            self.alarms.reconcile(
+                {
+                    f"{name.replace(':', '_')}_down": ("major", comp.get("detail", ""))
+                    for name, comp in doc["components"].items()
+                    if comp.get("status") == "down"
+                }
+            )
+        if same_health(self._last_health, doc) or self.outbox is None:
+            return
+        self._last_health = doc
+        self.outbox.put_json(self.topics.health, doc, MsgClass.ALARM, qos=1, retain=True)
+
+    def stats_doc(self) -> dict[str, Any]:
+        board = self.config.board
+        return stats_document(
+            ts=self.clock.wall_s(),
+            uptime_s=self.clock.monotonic_s() - self.started_mono_s,
+            pipeline=self.pipeline.stats_snapshot() if self.pipeline else {},
+            process=process_info(self._cpu, board.thermal_zone_paths, board.throttle_path),
+            outbox=self.outbox.snapshot() if self.outbox else {},
+            link=self.link_info(),
+        )
+
+    def publish_stats(self) -> None:
+        if self.outbox is not None:
+            self.outbox.put_json(self.topics.stats, self.stats_doc(), MsgClass.STATS, qos=0)
+
+    def link_info(self) -> dict[str, Any]:
+        if self.link is None:
+            return {"connected": False, "url": self.config.mqtt.url}
+        return {
+            "connected": self.link.connected,
+            "url": self.link.url,
+            "session": self.link.session,
+            "attempts": self.link.attempts,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The control socket's ``status`` reply."""
+        outbox = self.outbox.snapshot() if self.outbox else {}
+        return {
+            "ok": True,
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime_s": round(self.clock.monotonic_s() - self.started_mono_s, 1),
+                "started_at": dt.datetime.fromtimestamp(self.started_wall_s, dt.timezone.utc)
+                .isoformat()
+                .replace("+00:00", "Z"),
+            },
+            "health": health_document(self.health_components(), self.clock.wall_s()),
+            "stats": self.pipeline.stats_snapshot() if self.pipeline else {},
+            "models": self.pipeline.model_info() if self.pipeline else {},
+            "link": self.link_info(),
+            "outbox": {
+                "depth": outbox.get("depth", 0),
+                "bytes": outbox.get("bytes", 0),
+                "dropped": outbox.get("dropped", {}),
+            },
+            "alarms": self.alarms.snapshot() if self.alarms else {},
+        }
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
