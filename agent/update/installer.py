@@ -323,6 +323,8 @@ class Installer:
 
     def _resume(self, entry: SlotJournal, manifest: Manifest) -> InstallResult:
         log.info("update_resume", slot=entry.slot, phase=entry.phase.value)
+        # Every restart mid-deployment counts as a transition: the livelock breaker's clock.
+        entry = self.journal.save(entry, entry.phase)
         if entry.phase in (Phase.VERIFIED, Phase.STAGED):
             if not Path(entry.source_dir).is_dir():
                 return self._abandon(entry)

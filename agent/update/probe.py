@@ -67,7 +67,7 @@ class OfflineProbe:
         health = manifest.health
         try:
             backend = create_backend(manifest.backend, model_path, self._options)
-        except AgentError as exc:
+        except Exception as exc:  # a runtime that chokes on the file is a failed trial
             return TrialResult(ok=False, detail=f"model does not load: {exc}")
         try:
             frame = sample_frame(backend.input_buffer())
