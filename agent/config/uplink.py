@@ -85,3 +85,12 @@ class TelemetryConfig(StrictModel):
     health_interval_s: float = Field(
         default=10.0, gt=0, description="Period of health evaluation; published on change."
     )
+    drift_window_events: int = Field(
+        default=500, ge=10, description="Events per drift window (the first is the baseline)."
+    )
+    drift_hist_limit: float = Field(
+        default=0.3, gt=0, le=1, description="Confidence histogram distance (0-1) that alarms."
+    )
+    drift_rate_limit: float = Field(
+        default=0.5, gt=0, description="Relative change of detections per event that alarms."
+    )

@@ -24,11 +24,12 @@ from agent.config.root import AgentConfig
 from agent.daemon.control import ControlServer
 from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
-from agent.events.types import EventSink
+from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage
 from agent.uplink.commands import CommandDispatcher
+from agent.uplink.drift import DriftMonitor
 from agent.uplink.health import (
     clock_component,
     health_document,
@@ -98,6 +99,11 @@ class Supervisor:
         self.alarms: Alarms | None = None
         self.commands: CommandDispatcher | None = None
         self._cpu = CpuMeter()
+        tel = self.config.telemetry
+        self.drift = DriftMonitor(
+            tel.drift_window_events, tel.drift_hist_limit, tel.drift_rate_limit
+        )
+        self._drift: dict[str, dict[str, Any]] = {}
         self._last_health: dict[str, Any] | None = None
 
     # --- start ----------------------------------------------------------------------
@@ -125,9 +131,7 @@ class Supervisor:
         publisher.start()
         self._stops.append(("publisher", publisher.stop))
 
-        self.pipeline = self._factory(
-            cfg, self.outbox.sink(self.topics.detection), self.state_dir, self.stop_event
-        )
+        self.pipeline = self._factory(cfg, self._sink(), self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))
 
@@ -141,6 +145,16 @@ class Supervisor:
         self._stops.append(("control", control.stop))
         notify("READY=1")
         log.info("daemon_started", pid=os.getpid(), version=__version__, device=cfg.device.id)
+
+    def _sink(self) -> EventSink:
+        assert self.outbox is not None
+        to_outbox = self.outbox.sink(self.topics.detection)
+
+        def sink(event: DetectionEvent) -> None:
+            self.drift.observe(event)
+            to_outbox(event)
+
+        return sink
 
     def _join_commands(self) -> None:
         if self.commands is not None:
@@ -236,14 +250,21 @@ class Supervisor:
 
     def publish_health(self) -> None:
         doc = health_document(self.health_components(), self.clock.wall_s())
+        self._drift = self.drift.evaluate()
         if self.alarms is not None:
-            self.alarms.reconcile(
-                {
-                    f"{name.replace(':', '_')}_down": ("major", comp.get("detail", ""))
-                    for name, comp in doc["components"].items()
-                    if comp.get("status") == "down"
-                }
-            )
+            wanted = {
+                f"{name.replace(':', '_')}_down": ("major", comp.get("detail", ""))
+                for name, comp in doc["components"].items()
+                if comp.get("status") == "down"
+            }
+            for model, verdict in self._drift.items():
+                if verdict["drifted"]:
+                    text = (
+                        f"histogram distance {verdict['histogram_distance']}, "
+                        f"rate change {verdict['rate_change']}"
+                    )
+                    wanted[f"drift_{model}"] = ("warning", text)
+            self.alarms.reconcile(wanted)
         if same_health(self._last_health, doc) or self.outbox is None:
             return
         self._last_health = doc
@@ -258,6 +279,7 @@ class Supervisor:
             process=process_info(self._cpu, board.thermal_zone_paths, board.throttle_path),
             outbox=self.outbox.snapshot() if self.outbox else {},
             link=self.link_info(),
+            drift=self._drift,
         )
 
     def publish_stats(self) -> None:
