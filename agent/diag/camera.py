@@ -240,7 +240,7 @@ def check_camera_live(camera: CameraConfig, live: dict[str, Any]) -> CheckResult
     if state in ("down", "fail", "failed", "stalled") or (fps is not None and float(fps) <= 0):
         return fail(
             name,
-            f"daemon reports {state or 'no frames'}; {rate}",
+            f"daemon reports {_health_text(health) or 'no frames'}; {rate}",
             "see the daemon log for the camera's last error",
             **data,
         )
@@ -249,8 +249,18 @@ def check_camera_live(camera: CameraConfig, live: dict[str, Any]) -> CheckResult
     ):
         return warn(
             name,
-            f"daemon reports {state or 'low rate'}; {rate}",
+            f"daemon reports {_health_text(health) or 'low rate'}; {rate}",
             "check light, lens and link",
             **data,
         )
     return ok(name, f"live: {rate}, {state or 'ok'}", **data)
+
+
+def _health_text(health: Any) -> str:
+    if isinstance(health, dict):
+        return (
+            f"{health.get('status')} ({health.get('detail')})"
+            if health.get("detail")
+            else str(health.get("status"))
+        )
+    return str(health) if health is not None else ""

@@ -150,11 +150,26 @@ def check_model_live(model: ModelConfig, live: dict[str, Any]) -> CheckResult:
             "check the daemon log; did the model fail to load at start?",
             **data,
         )
-    desc = ", ".join(f"{k}={v}" for k, v in (info or {}).items() if not isinstance(v, dict))
+    desc = live_model_summary(model.slot, live, health)
     if state in ("down", "fail", "failed", "stuck"):
         return fail(
-            name, f"daemon reports {state}; {desc}", "see the daemon log for the error", **data
+            name, f"daemon reports {state}: {desc}", "see the daemon log for the error", **data
         )
     if state in ("degraded", "warn"):
-        return warn(name, f"daemon reports {state}; {desc}", "see the daemon log", **data)
-    return ok(name, f"live: {desc or 'loaded'}", **data)
+        return warn(name, f"daemon reports {state}: {desc}", "see the daemon log", **data)
+    return ok(name, f"live: {desc}", **data)
+
+
+def live_model_summary(slot: str, live: dict[str, Any], health: Any) -> str:
+    """Health detail, runtime and inference percentiles from the daemon's stats."""
+    stats = ((live.get("stats") or {}).get("models") or {}).get(slot) or {}
+    parts = []
+    if isinstance(health, dict) and health.get("detail"):
+        parts.append(str(health["detail"]))
+    runtime = stats.get("runtime")
+    if isinstance(runtime, dict):
+        parts.append(f"{runtime.get('name')} {runtime.get('version')}")
+    timing = stats.get("inference_ms")
+    if isinstance(timing, dict) and timing.get("n"):
+        parts.append(f"inference p50 {timing.get('p50')} ms, p95 {timing.get('p95')} ms")
+    return "; ".join(parts) or "loaded"

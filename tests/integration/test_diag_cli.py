@@ -103,8 +103,23 @@ def daemon(device: Path) -> Iterator[dict[str, Any]]:
     loaded = load_config(device)
     live: dict[str, Any] = {
         "daemon": {"pid": 4242, "version": "0.1.0", "uptime_s": 12.0, "started_at": "x"},
-        "health": {"status": "ok", "components": {"camera/door": {"status": "ok"}}},
-        "stats": {"cameras": {"door": {"capture_fps": 14.8}}},
+        # The shapes agent.daemon.supervisor.Supervisor.status() answers with.
+        "health": {
+            "status": "ok",
+            "components": {
+                "camera:door": {"status": "ok", "detail": "14.8 fps"},
+                "model:detector": {"status": "ok", "detail": "m.tflite on ai-edge-litert"},
+            },
+        },
+        "stats": {
+            "cameras": {"door": {"capture_fps": 14.8}},
+            "models": {
+                "detector": {
+                    "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
+                    "inference_ms": {"p50": 2.1, "p95": 3.4, "mean": 2.2, "n": 40.0},
+                }
+            },
+        },
         "models": {"detector": {"release": 3, "runtime": "ai-edge-litert 2.3.0"}},
         "link": {"connected": True, "url": "mqtt://127.0.0.1:9"},
         "outbox": {"depth": 0},
@@ -129,11 +144,15 @@ def daemon(device: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_running_daemon_answers_diag_without_opening_the_camera(device: Path, daemon, capsys):
-    code, out = run_cli(["diag", "--config", str(device), "--json", "camera", "broker"], capsys)
+    argv = ["diag", "--config", str(device), "--json", "camera", "model", "broker"]
+    code, out = run_cli(argv, capsys)
     doc = json.loads(out)
     assert doc["summary"]["source"] == "daemon"
-    assert daemon["seen"] == [{"op": "diag", "checks": ["camera", "broker"]}]
+    assert daemon["seen"] == [{"op": "diag", "checks": ["camera", "model", "broker"]}]
     checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["model:detector"]["status"] == "ok"
+    assert "ai-edge-litert 2.3.0" in checks["model:detector"]["detail"]
+    assert "p95 3.4 ms" in checks["model:detector"]["detail"]
     assert checks["camera:door"]["status"] == "ok"
     assert checks["camera:door"]["data"]["live"] is True
     assert "14.8 fps" in checks["camera:door"]["detail"]
@@ -141,9 +160,13 @@ def test_running_daemon_answers_diag_without_opening_the_camera(device: Path, da
     assert code == 0
     daemon["live"]["link"]["connected"] = False
     daemon["live"]["stats"]["cameras"]["door"]["capture_fps"] = 0.0
-    code, out = run_cli(["diag", "--config", str(device), "--json", "camera", "broker"], capsys)
+    daemon["live"]["health"]["components"]["camera:door"] = {"status": "down", "detail": "stalled"}
+    daemon["live"]["health"]["components"]["model:detector"]["status"] = "degraded"
+    code, out = run_cli(argv, capsys)
     assert code == 2
-    assert json.loads(out)["summary"]["code"] == "2-BV-0"
+    doc = json.loads(out)
+    assert doc["summary"]["code"] == "2-BV-M"
+    assert "stalled" in doc["checks"][0]["detail"]
 
 
 def test_local_flag_bypasses_the_daemon(device: Path, daemon, capsys):
