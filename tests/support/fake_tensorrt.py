@@ -42,6 +42,8 @@ def fake_engine_bytes(
     built_for: str | None = None,
     log_error_on_load: str = "",
     extra_inputs: int = 0,
+    implicit_batch: bool = False,
+    profiles: int = 1,
 ) -> bytes:
     """Serialized fake engine.
 
@@ -55,6 +57,8 @@ def fake_engine_bytes(
         "built_for": built_for,
         "log_error_on_load": log_error_on_load,
         "extra_inputs": extra_inputs,
+        "implicit_batch": implicit_batch,
+        "profiles": profiles,
     }
     return json.dumps(spec).encode()
 
@@ -240,6 +244,8 @@ def make_fake_tensorrt(
     class TensorEngine:
         def __init__(self, core: _EngineCore) -> None:
             self._core = core
+            self.has_implicit_batch_dimension = bool(core.spec["implicit_batch"])
+            self.num_optimization_profiles = int(core.spec["profiles"])
             self.num_io_tensors = len(core.tensors)
 
         def _t(self, name: str) -> _Tensor:
@@ -288,19 +294,28 @@ def make_fake_tensorrt(
     class BindingEngine:
         def __init__(self, core: _EngineCore) -> None:
             self._core = core
-            self.num_bindings = len(core.tensors)
+            self.has_implicit_batch_dimension = bool(core.spec["implicit_batch"])
+            # TensorRT 8 repeats every binding once per optimisation profile.
+            self.num_optimization_profiles = int(core.spec["profiles"])
+            self.num_bindings = len(core.tensors) * self.num_optimization_profiles
+
+        def _profile0(self, index: int) -> _Tensor:
+            # Bindings of profiles > 0 are named "<name> [profile N]" by TensorRT.
+            return self._core.tensors[index % len(self._core.tensors)]
 
         def get_binding_name(self, index: int) -> str:
-            return self._core.tensors[index].name
+            profile = index // len(self._core.tensors)
+            name = self._profile0(index).name
+            return f"{name} [profile {profile}]" if profile else name
 
         def binding_is_input(self, index: int) -> bool:
-            return self._core.tensors[index].is_input
+            return self._profile0(index).is_input
 
         def get_binding_shape(self, index: int) -> tuple[int, ...]:
-            return self._core.tensors[index].shape
+            return self._profile0(index).shape
 
         def get_binding_dtype(self, index: int) -> DataType:
-            return self._core.tensors[index].dtype
+            return self._profile0(index).dtype
 
         def get_profile_shape(
             self, profile_index: int, binding: int
@@ -327,10 +342,10 @@ def make_fake_tensorrt(
 
         def execute_async_v2(self, bindings: list[int], stream_handle: int) -> bool:
             tensors = self.core.core.tensors
-            if len(bindings) != len(tensors):
+            if len(bindings) != len(tensors) * int(self.core.core.spec["profiles"]):
                 self.core.core.logger.log(Severity.ERROR, "enqueueV2: wrong number of bindings")
                 return False
-            for tensor, ptr in zip(tensors, bindings, strict=True):
+            for tensor, ptr in zip(tensors, bindings[: len(tensors)], strict=True):
                 if ptr:
                     self.core.addresses[tensor.name] = ptr
             return self.core.execute(stream_handle)

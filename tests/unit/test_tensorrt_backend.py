@@ -245,3 +245,21 @@ def test_missing_runtime_is_backend_unavailable(
     monkeypatch.setitem(sys.modules, missing, None)  # a None entry makes import raise ImportError
     with pytest.raises(BackendUnavailableError, match=missing.split(".", maxsplit=1)[0]):
         TensorRTBackend(tmp_path / "x.engine", BackendOptions())
+
+
+def test_implicit_batch_engines_are_refused(fakes: FakeStack) -> None:
+    with pytest.raises(ModelLoadError, match="implicit-batch"):
+        load(fakes, (3, 4, 5), COPY_AND_FILL, implicit_batch=True)
+    assert all(ctx.detached for ctx in fakes.driver.contexts)
+
+
+def test_engine_with_several_profiles_uses_profile_zero(fakes: FakeStack) -> None:
+    profile = ((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 32, 32))
+    backend = load(fakes, (1, 3, -1, -1), COPY_AND_FILL, profile=profile, profiles=2)
+    assert backend.input_spec.tensor.shape == (1, 3, 16, 16)
+    assert [o.name for o in backend.output_specs] == ["boxes", "scores"]
+    tensor = np.full((1, 3, 16, 16), 2.0, dtype=np.float32)
+    boxes, scores = backend.infer(tensor)
+    np.testing.assert_array_equal(boxes, tensor)
+    np.testing.assert_array_equal(scores, np.full((1, 10), 0.25, dtype=np.float32))
+    backend.close()

@@ -144,6 +144,12 @@ class TensorRTBackend:
                 f"TensorRT version and GPU that built it): {detail}",
                 model=self._model,
             )
+        if getattr(self._engine, "has_implicit_batch_dimension", False):
+            raise ModelLoadError(
+                "implicit-batch engines (built from UFF/Caffe) are not supported; "
+                "rebuild the engine from ONNX with an explicit batch dimension",
+                model=self._model,
+            )
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise ModelLoadError(

@@ -110,6 +110,9 @@ class BindingIndexIO:
         self._engine = engine
         self._context = context
         self._bindings: list[int] = [0] * int(engine.num_bindings)
+        # With several optimisation profiles, bindings repeat per profile; profile 0 comes first.
+        profiles = max(1, int(getattr(engine, "num_optimization_profiles", 1)))
+        self._per_profile = int(engine.num_bindings) // profiles
 
     def tensors(self) -> list[IOTensor]:
         return [
@@ -120,7 +123,7 @@ class BindingIndexIO:
                 shape=_shape(self._engine.get_binding_shape(index)),
                 dtype=_np_dtype(self._trt, self._engine.get_binding_dtype(index)),
             )
-            for index in range(self._engine.num_bindings)
+            for index in range(self._per_profile)
         ]
 
     def profile_shapes(self, tensor: IOTensor) -> tuple[tuple[int, ...], ...]:
