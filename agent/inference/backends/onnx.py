@@ -102,7 +102,12 @@ class OnnxBackend:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session: Any = ort.InferenceSession(
-                str(model_path), sess_options=session_options, providers=providers
+                str(model_path),
+                sess_options=session_options,
+                providers=[
+                    (name, {"device_id": str(options.device_index)}) if name in AUTO_ORDER else name
+                    for name in providers
+                ],
             )
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise ModelLoadError(
@@ -140,7 +145,7 @@ class OnnxBackend:
         self._runtime = RuntimeInfo(
             name="onnxruntime",
             version=str(ort.__version__),
-            device="cuda:0" if active[0] in AUTO_ORDER else "cpu",
+            device=f"cuda:{options.device_index}" if active[0] in AUTO_ORDER else "cpu",
             extra={
                 "providers": ",".join(active),
                 "threads": str(session_options.intra_op_num_threads),
