@@ -257,6 +257,11 @@ class Supervisor:
                 for name, comp in doc["components"].items()
                 if comp.get("status") == "down"
             }
+            storage = doc["components"].get("storage", {})
+            if storage.get("status") == "degraded":
+                # Low space is only "degraded" in health, yet it is what takes agents down
+                # (a full outbox, a refused update): alarm it before it becomes "down".
+                wanted["storage_low"] = ("major", storage.get("detail", ""))
             for model, verdict in self._drift.items():
                 if verdict["drifted"]:
                     text = (

@@ -55,7 +55,7 @@ class Alarms:
             since = current["since"] if current else round(self.now(), 3)
             doc = {"severity": severity, "text": text, "since": since, **extra}
             self.active[name] = doc
-            atomic_write_json(self.path, self.active)
+            self._persist()
         self.emit(self.topics.alarm(name), json.dumps(doc, sort_keys=True).encode())
         log.warning("alarm_raised", alarm=name, severity=severity, text=text)
         return True
@@ -64,10 +64,18 @@ class Alarms:
         with self._lock:
             if self.active.pop(name, None) is None:
                 return False
-            atomic_write_json(self.path, self.active)
+            self._persist()
         self.emit(self.topics.alarm(name), b"")
         log.info("alarm_cleared", alarm=name)
         return True
+
+    def _persist(self) -> None:
+        # A full disk must not stop alarms (a disk alarm above all): keep the set in memory
+        # and publish anyway; the next change retries the write.
+        try:
+            atomic_write_json(self.path, self.active)
+        except OSError as exc:
+            log.warning("alarms_persist_failed", path=str(self.path), error=str(exc))
 
     def reconcile(self, wanted: dict[str, tuple[str, str]]) -> None:
         """Make the active set equal ``wanted`` (name → (severity, text))."""

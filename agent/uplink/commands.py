@@ -73,7 +73,11 @@ class CommandDispatcher:
             while len(self._states) > KEEP_IDS:
                 self._states.pop(next(iter(self._states)))
             snapshot = dict(self._states)
-        atomic_write_json(self._path(), snapshot)
+        try:
+            atomic_write_json(self._path(), snapshot)
+        except OSError as exc:
+            # Disk full: the state is still published; only redelivery after a restart is lost.
+            log.warning("command_state_persist_failed", key=key, error=str(exc))
 
     # --- entry points ---------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from agent.config.uplink import MqttConfig
 from agent.errors import TransportError
 from agent.log import get_logger
 from agent.retry import Backoff
-from agent.uplink.session import next_session
+from agent.uplink.session import next_session, read_session
 from agent.uplink.topics import Topics
 
 log = get_logger(__name__)
@@ -192,7 +192,13 @@ class Link:
         self.attempts += 1
         self._busy = False
         self._lost.clear()
-        self.session = next_session(self.state_dir)
+        try:
+            self.session = next_session(self.state_dir)
+        except OSError as exc:
+            # A full state disk must not kill the link thread: count on in memory (a consumer
+            # still orders wills by session; the file catches up once it can be written).
+            self.session = max(self.session, read_session(self.state_dir)) + 1
+            log.warning("mqtt_session_persist_failed", error=str(exc), session=self.session)
         try:
             client = self._make_client()
             log.info(

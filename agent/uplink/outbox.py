@@ -32,6 +32,7 @@ log = get_logger(__name__)
 DB_NAME = "outbox.db"
 QUEUE_MAX = 10_000
 MAX_BATCH = 512
+STORAGE_RETRY_S = 1.0  # pause before retrying a batch the store refused (disk full)
 
 
 class Outbox:
@@ -53,6 +54,7 @@ class Outbox:
         self._settled = 0  # committed or dropped
         self._overflow: Counter[str] = Counter()
         self.new_data = threading.Event()
+        self.storage_failing = False  # the last commit failed (e.g. ENOSPC); retried
         self._thread: threading.Thread | None = None
 
     # --- producers ------------------------------------------------------------------
@@ -98,15 +100,21 @@ class Outbox:
     def _run(self) -> None:
         interval = 0.0 if self.cfg.fsync == "always" else self.cfg.batch_interval_s
         last_maintain = 0.0
+        held: list[OutMessage] = []  # a batch the store refused (disk full): retried, not lost
         while True:
-            batch = self._collect(interval)
-            if batch:
-                self._commit(batch)
+            batch = held or self._collect(interval)
+            held = []
+            if batch and not self._commit(batch):
+                if self._closing.is_set():
+                    self._give_up(batch)
+                else:
+                    held = batch
+                    self._closing.wait(STORAGE_RETRY_S)
             now = self.store.clock.monotonic_s()
             if now - last_maintain >= max(interval, 1.0):
                 last_maintain = now
                 self._maintain()
-            if self._closing.is_set() and self._queue.empty():
+            if self._closing.is_set() and self._queue.empty() and not held:
                 return
 
     def _collect(self, interval_s: float) -> list[OutMessage]:
@@ -131,16 +139,32 @@ class Outbox:
                 break
         return batch
 
-    def _commit(self, batch: list[OutMessage]) -> None:
+    def _commit(self, batch: list[OutMessage]) -> bool:
+        """True once committed; False when the store failed (the caller holds the batch)."""
         try:
             self.store.insert_batch(batch)
         except StorageError as exc:
-            log.exception("outbox_commit_failed", count=len(batch), error=str(exc))
-            self._overflow["storage_error"] += len(batch)
-        with self._cond:
-            self._settled += len(batch)
-            self._cond.notify_all()
+            if not self.storage_failing:
+                log.error("outbox_commit_failed", count=len(batch), error=str(exc))  # noqa: TRY400 - disk full is expected here; no traceback
+            self.storage_failing = True
+            return False
+        if self.storage_failing:
+            log.info("outbox_commit_recovered", count=len(batch))
+        self.storage_failing = False
+        self._settle(len(batch))
         self.new_data.set()
+        return True
+
+    def _give_up(self, batch: list[OutMessage]) -> None:
+        # Only at shutdown with the store still failing: counted, never silent.
+        self._overflow["storage_error"] += len(batch)
+        log.error("outbox_batch_lost_at_stop", count=len(batch))
+        self._settle(len(batch))
+
+    def _settle(self, count: int) -> None:
+        with self._cond:
+            self._settled += count
+            self._cond.notify_all()
 
     def _maintain(self) -> None:
         with self._cond:
