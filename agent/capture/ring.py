@@ -101,6 +101,17 @@ class FrameRing:
             self._pinned[consumer] = slot
             return Frame(self._camera, seq, mono, wall, self._slots[slot])
 
+    def latest_copy(self) -> npt.NDArray[np.uint8] | None:
+        """A copy of the newest frame (snapshots); None before the first one.
+
+        Copied under the lock: the writer never writes the newest slot, and cannot make
+        another slot the newest until the copy is done.
+        """
+        with self._cond:
+            if self._latest < 0:
+                return None
+            return self._slots[self._latest].copy()
+
     def release(self, consumer: int = 0) -> None:
         with self._cond:
             self._pinned[consumer] = -1

@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=["blazeface", "ssd_postprocess", "yolo", "classify"],
         help="decoder for the model's outputs",
     )
+    parser.add_argument(
+        "--source",
+        default="file",
+        choices=["file", "replay"],
+        help="file: decode the clip flat-out (default); replay: decoded frames at 1.5x raw rate",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(func=run)
 
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         backend=args.backend,
         decoder=args.decoder,
+        source=args.source,
     )
     result = run_bench(settings)
     if args.json:

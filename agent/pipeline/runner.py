@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from agent.capture import open_source
 from agent.capture.base import Source
 from agent.capture.ring import FrameRing
@@ -206,6 +209,11 @@ class Pipeline:
     def workers(self) -> dict[str, ModelWorker]:
         """The inference workers by slot (read-only use: stats, benchmarks)."""
         return dict(self._workers)
+
+    def latest_frame(self, camera: str) -> npt.NDArray[np.uint8] | None:
+        """A copy of ``camera``'s newest frame (BGR), or None (unknown camera, no frame yet)."""
+        capture = self._captures.get(camera)
+        return capture.ring.latest_copy() if capture is not None else None
 
     def sources_ended(self) -> bool:
         """True when every camera is a finite source that has delivered all its frames."""
