@@ -37,6 +37,8 @@ class Reason(str, enum.Enum):
     # Not update reasons, but rejections of operator input on the command channel.
     MALFORMED = "malformed"
     UNKNOWN_OPERATION = "unknown_operation"
+    INVALID_CONFIG = "invalid_config"  # a desired config that does not validate
+    NO_FRAME = "no_frame"  # a snapshot of a camera that has not delivered a frame yet
 
     def __str__(self) -> str:
         return self.value

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from agent.cli.common import print_json
-from agent.config import default_config_path, load_config, redacted_dump
+from agent.config import default_config_path, redacted_dump
+from agent.config.desired import desired_path, load_with_desired
 from agent.errors import ConfigError
 
 
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     path: Path = args.path or default_config_path()
     try:
-        loaded = load_config(path, assignments=args.assignments)
+        # With the operator's desired layer when the state dir exists; issues name their layer
+        # (the file, "mqtt:config vN", "env:NAME", "flag:--set KEY").
+        loaded = load_with_desired(path, assignments=args.assignments)
     except ConfigError as exc:
         sys.stderr.write(f"{path}: invalid: {exc}\n")
         for issue in exc.issues:
@@ -40,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
         print_json(redacted_dump(loaded.config))
     else:
         cfg = loaded.config
+        desired = ""
+        if loaded.desired_version is not None:
+            where = desired_path(Path(cfg.storage.state_dir))
+            desired = f", desired config v{loaded.desired_version} from {where}"
         print(
             f"{path}: valid (profile {loaded.profile}, {len(cfg.cameras)} camera(s), "
-            f"{len(cfg.models)} model(s))"
+            f"{len(cfg.models)} model(s){desired})"
         )
     return 0

@@ -37,6 +37,8 @@ class LoadedConfig:
     path: Path | None
     profile: str
     sources: dict[Path_, str] = field(default_factory=dict)
+    assignments: tuple[str, ...] = ()  # the --set flags, kept to re-load with a new layer
+    desired_version: int | None = None  # version of the desired layer merged in, if any
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -184,14 +186,28 @@ def read_config_file(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+@dataclass(frozen=True)
+class DesiredLayer:
+    """Config pushed by the operator (MQTT ``config`` command), between file and environment."""
+
+    version: int
+    tree: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"mqtt:config v{self.version}"
+
+
 def load_config(
     path: Path | None,
     environ: Mapping[str, str] | None = None,
     assignments: Sequence[str] = (),
+    desired: DesiredLayer | None = None,
 ) -> LoadedConfig:
     """Load and validate. Raises ConfigError listing every problem, never a partial config.
 
     ``path=None`` means no file: profile, environment and flags only (demo, diag).
+    Precedence: profile < file < ``desired`` < environment < flags.
     """
     env = os.environ if environ is None else environ
     sources: dict[Path_, str] = {}
@@ -201,6 +217,9 @@ def load_config(
 
     overrides = [*env_overrides(env), *flag_overrides(assignments)]
     merged_top: dict[str, Any] = deep_merge({}, file_tree)
+    if desired is not None:
+        merged_top = deep_merge(merged_top, desired.tree)
+        _record(desired.tree, desired.label, (), sources)
     issues: list[ConfigIssue] = []
     for key_path, value, origin in overrides:
         try:
@@ -233,7 +252,14 @@ def load_config(
         all_sources = {**profile_sources, **sources}
         found = issues_from_validation(exc, all_sources, file_label)
         raise ConfigError(f"{len(found)} problem(s) in the configuration", found) from exc
-    return LoadedConfig(config, path, profile_name, {**profile_sources, **sources})
+    return LoadedConfig(
+        config,
+        path,
+        profile_name,
+        {**profile_sources, **sources},
+        tuple(assignments),
+        desired.version if desired is not None else None,
+    )
 
 
 def redacted_dump(config: AgentConfig) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import ValidationError
+import numpy as np
+import numpy.typing as npt
 
-from agent.config.loader import issues_from_validation
-from agent.config.root import AgentConfig
+from agent.daemon.remote_config import persist_desired, validate_desired
 from agent.errors import CommandError, Reason
 from agent.uplink.commands import Handler, require
+from agent.uplink.snapshot import encode_bounded
 
 if TYPE_CHECKING:
     from agent.daemon.supervisor import Supervisor
@@ -23,16 +24,39 @@ def run_diag(sup: Supervisor, names: list[str]) -> dict[str, Any]:
     return result
 
 
-def validate_proposed_config(doc: dict[str, Any]) -> list[dict[str, str]]:
-    """Per-key errors of a proposed config (empty when valid). Nothing is written."""
-    try:
-        AgentConfig.model_validate(doc)
-    except ValidationError as exc:
-        return [
-            {"key": i.key_path, "value": i.value, "message": i.message}
-            for i in issues_from_validation(exc, {}, "command")
-        ]
-    return []
+SNAPSHOT_DEFAULT_BYTES = 128 * 1024
+SNAPSHOT_MAX_BYTES = 1024 * 1024
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    def latest_frame(self, camera: str) -> npt.NDArray[np.uint8] | None: ...
+
+
+def snapshot_budget(sup: Supervisor, requested: int) -> int:
+    """Bytes of JPEG allowed: base64 grows it by 4/3 and the op state must fit the outbox."""
+    if requested < 1:
+        raise CommandError(Reason.MALFORMED, "max_bytes must be positive")
+    return min(requested, SNAPSHOT_MAX_BYTES, sup.config.outbox.max_bytes * 3 // 8)
+
+
+def take_snapshot(sup: Supervisor, req: dict[str, Any]) -> dict[str, Any]:
+    cameras = [c.name for c in sup.config.cameras]
+    camera = require(req, "camera", str, cameras[0] if cameras else "")
+    if camera not in cameras:
+        raise CommandError(Reason.MALFORMED, f"unknown camera {camera!r}", cameras=cameras)
+    budget = snapshot_budget(sup, require(req, "max_bytes", int, SNAPSHOT_DEFAULT_BYTES))
+    quality = require(req, "quality", int, 85)
+    if not 1 <= quality <= 100:
+        raise CommandError(Reason.MALFORMED, "quality must be 1-100")
+    # Not part of PipelineLike: fakes and older pipelines simply answer no_frame.
+    pipeline: object = sup.pipeline
+    frame = pipeline.latest_frame(camera) if isinstance(pipeline, FrameSource) else None
+    if frame is None:
+        raise CommandError(Reason.NO_FRAME, f"camera {camera!r} has no frame yet")
+    result = encode_bounded(frame, budget, quality).to_result(camera)
+    result["max_bytes"] = budget
+    return result
 
 
 def build_command_handlers(sup: Supervisor) -> dict[str, Handler]:
@@ -54,11 +78,14 @@ def build_command_handlers(sup: Supervisor) -> dict[str, Handler]:
         return {"restarting": True}
 
     def config(req: dict[str, Any]) -> dict[str, Any]:
-        proposed = require(req, "config", dict)
-        errors = validate_proposed_config(proposed)
-        if errors:
-            raise CommandError(Reason.MALFORMED, "invalid config", errors=errors)
-        return {"valid": True, "errors": []}
+        layer, loaded = validate_desired(sup.loaded, sup.state_dir, req)
+        result = persist_desired(sup.loaded, sup.state_dir, layer, loaded, sup.clock.wall_s())
+        if result["restarting"]:
+            sup.request_restart()
+        return result
+
+    def snapshot(req: dict[str, Any]) -> dict[str, Any]:
+        return take_snapshot(sup, req)
 
     return {
         "ping": ping,
@@ -66,6 +93,7 @@ def build_command_handlers(sup: Supervisor) -> dict[str, Handler]:
         "diag": diag,
         "restart": restart,
         "config": config,
+        "snapshot": snapshot,
     }
 
 

@@ -127,7 +127,8 @@ def test_daemon_runs_reports_answers_and_stops_cleanly(
         send(mosquitto, "ping", "c1", b"{}")
         send(mosquitto, "ping", "c2", b"{not json")
         send(mosquitto, "selfdestruct", "c3", b"{}")
-        send(mosquitto, "config", "c4", json.dumps({"config": {"cameras": [{"fps": -1}]}}).encode())
+        bad = {"version": 1, "config": {"cameras": [{"fps": -1}]}}
+        send(mosquitto, "config", "c4", json.dumps(bad).encode())
         assert rec.wait_for(
             lambda: all(
                 last_status(rec, op, cid) in ("successful", "failed")
@@ -147,8 +148,8 @@ def test_daemon_runs_reports_answers_and_stops_cleanly(
         assert op_states(rec, "ping", "c2")[-1]["reason"] == "malformed"
         assert op_states(rec, "selfdestruct", "c3")[-1]["reason"] == "unknown_operation"
         bad_config = op_states(rec, "config", "c4")[-1]
-        assert bad_config["reason"] == "malformed"
-        assert any(e["key"].startswith("cameras[0]") for e in bad_config["errors"])
+        assert bad_config["reason"] == "invalid_config"
+        assert any(e["key_path"].startswith("cameras[0]") for e in bad_config["errors"])
 
         # A redelivered command re-publishes its last state; it does not run again.
         before = len(op_states(rec, "ping", "c1"))
