@@ -206,3 +206,29 @@ def test_bad_model_at_start_is_health_down_then_reload_fixes_it(
         assert pipeline.health_snapshot()["model:detector"]["status"] == "ok"
     finally:
         pipeline.stop()
+
+
+def test_motion_gate_skips_still_frames(sample_clip, short_range_model, tmp_path):
+    events = []
+    cfg = AgentConfig.model_validate(
+        {
+            "cameras": [{"name": "door", "source": f"file:{sample_clip}"}],
+            "models": [
+                {
+                    "slot": "detector",
+                    "path": str(short_range_model),
+                    "motion_gate": True,
+                    # Slow zooms change few pixels per frame; the scene cuts change most.
+                    "motion_threshold": 0.5,
+                }
+            ],
+        }
+    )
+    pipeline = Pipeline(cfg, events.append, tmp_path, paced=False)
+    run_to_end(pipeline)
+    stats = pipeline.stats_snapshot()
+    cam = stats["cameras"]["door"]
+    inferred = int(stats["models"]["detector"]["inference_ms"]["n"])
+    assert cam["motion_skipped"] > 0
+    assert inferred + cam["motion_skipped"] + cam["frames_dropped"] == 210
+    assert inferred < 210 - cam["frames_dropped"]
