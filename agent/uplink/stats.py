@@ -25,6 +25,9 @@ def stats_document(
             "bytes": outbox.get("bytes", 0),
             "dropped": outbox.get("dropped", {}),
             "degraded": outbox.get("degraded", 0),
+            # Folded detections whose counts summary has not been queued yet.
+            "pending_counts": outbox.get("pending_counts", 0),
+            "max_bytes": outbox.get("max_bytes", 0),
         },
         "link": link,
     }
