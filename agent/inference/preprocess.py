@@ -77,7 +77,9 @@ def plan_fit(
         transform = Transform(in_w / sx, -pad_x / sx, in_h / sy, -pad_y / sy, frame_w, frame_h)
         return transform, (0, 0, frame_w, frame_h), (new_w, new_h), (pad_x, pad_y)
     scale = max(in_w / frame_w, in_h / frame_h)
-    crop_w, crop_h = min(frame_w, round(in_w / scale)), min(frame_h, round(in_h / scale))
+    # At least one pixel: an input far narrower than the frame's aspect would round to zero.
+    crop_w = max(1, min(frame_w, round(in_w / scale)))
+    crop_h = max(1, min(frame_h, round(in_h / scale)))
     x0, y0 = (frame_w - crop_w) // 2, (frame_h - crop_h) // 2
     transform = Transform(float(crop_w), float(x0), float(crop_h), float(y0), frame_w, frame_h)
     return transform, (x0, y0, x0 + crop_w, y0 + crop_h), (in_w, in_h), (0, 0)

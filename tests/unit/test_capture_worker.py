@@ -187,3 +187,30 @@ def test_source_that_never_opens_is_an_error_not_a_crash(tmp_path, stop, log_eve
     assert failures[0]["log_level"] == "error"
     assert all(e["log_level"] == "warning" for e in failures[1:])
     assert ring.published == 0
+
+
+def test_failing_reads_count_as_a_stall_then_reopen(stop, log_events):
+    """A source whose reads fail (EOF on a live stream) is released and reopened."""
+    cam = PipeCamera()
+    ring = FrameRing("eof")
+    settings = CaptureSettings(stall_timeout_s=0.2, reconnect_base_s=0.02, reconnect_max_s=0.05)
+    capture = CameraCapture("eof", cam.open, ring, stop, settings)
+    try:
+        cam.feeding.set()
+        capture.start()
+        assert wait_for(lambda: ring.published >= 3)
+        cam.feeding.clear()
+        with cam._lock:
+            for fd in cam.write_fds:
+                os.close(fd)  # the writer hangs up: every read now returns None at once
+            cam.write_fds = []
+        cam.feeding.set()
+        assert wait_for(lambda: capture.stalls.count() >= 1 and cam.opens >= 2, 5)
+        before = ring.published
+        assert wait_for(lambda: ring.published > before + 3, 5)
+    finally:
+        stop.set()
+        cam.close()
+        capture.join(2)
+    stalls = [e for e in log_events if e["event"] == "source_stalled"]
+    assert stalls[0]["why"] == "read_failed"

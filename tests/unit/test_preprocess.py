@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.inference.base import InputSpec, TensorSpec
 from agent.inference.preprocess import Preprocessor, normalisation, plan_fit
@@ -104,3 +106,25 @@ def test_nchw_and_bgr_order():
         frame, tensor
     )
     assert tensor[0, 0].min() == 200.0
+
+
+@given(
+    frame_w=st.integers(16, 4096),
+    frame_h=st.integers(16, 4096),
+    in_w=st.integers(8, 640),
+    in_h=st.integers(8, 640),
+)
+def test_every_mode_maps_what_the_model_sees_onto_the_frame(frame_w, frame_h, in_w, in_h):
+    for mode in ("squash", "letterbox", "crop"):
+        transform, crop, size, offset = plan_fit(frame_w, frame_h, in_w, in_h, mode)
+        # The pasted image inside the input, in normalised input coordinates...
+        px, py = offset
+        seen = np.array([[px / in_w, py / in_h, (px + size[0]) / in_w, (py + size[1]) / in_h]])
+        # ...maps onto exactly the frame region that was resized into it.
+        back = transform.boxes_to_frame(seen)[0]
+        assert np.allclose(back, crop, atol=1e-6 * max(frame_w, frame_h)), (mode, back, crop)
+        x0, y0, x1, y1 = crop
+        assert 0 <= x0 < x1 <= frame_w
+        assert 0 <= y0 < y1 <= frame_h
+        assert size[0] <= in_w
+        assert size[1] <= in_h
