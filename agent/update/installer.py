@@ -7,13 +7,15 @@ it is persisted once a manifest validates, so a replay of an older one fails).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.clock import Clock, SystemClock
-from agent.errors import Reason, UpdateError, VerificationError
+from agent.errors import ActivationError, Reason, UpdateError, VerificationError
 from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
 from agent.update import faults
@@ -41,6 +43,19 @@ class InstallResult:
     @property
     def exit_code(self) -> int:
         return 0 if self.outcome in ("committed", "noop") else 1
+
+
+@contextlib.contextmanager
+def _space_guard() -> Iterator[None]:
+    """A state-dir write that hits a full disk is a refusal with a reason, not a crash."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ActivationError(
+            Reason.INSUFFICIENT_SPACE, f"state directory full: {exc.strerror}"
+        ) from exc
 
 
 class Installer:
@@ -119,9 +134,10 @@ class Installer:
             return verified
         old = state.floors.get(chan)
         floor = Floor(manifest.manifest_version, verified.bundle_sha, old.release if old else 0)
-        self.trust.ensure_initialised(root, state)
-        self.trust.save_state(state.with_floor(chan, floor))
-        record_good_time(self.state_dir, manifest.issued_at_s)
+        with _space_guard():  # atomic writes: a failure leaves the old files in place
+            self.trust.ensure_initialised(root, state)
+            self.trust.save_state(state.with_floor(chan, floor))
+            record_good_time(self.state_dir, manifest.issued_at_s)
         return verified
 
     # --- install -------------------------------------------------------------------
@@ -136,16 +152,17 @@ class Installer:
         if entry.phase not in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK):
             self.recover()  # finish the interrupted deployment before starting another
             entry = self.journal.load(slot)
-        self.journal.save_pending(slot, verified.envelope_bytes)
-        entry = self.journal.save(
-            SlotJournal(slot=slot, last_result=entry.last_result),
-            Phase.VERIFIED,
-            deployment_id=manifest.deployment_id,
-            manifest_version=manifest.manifest_version,
-            release=manifest.release,
-            bundle_sha=verified.bundle_sha,
-            source_dir=str(files_dir),
-        )
+        with _space_guard():
+            self.journal.save_pending(slot, verified.envelope_bytes)
+            entry = self.journal.save(
+                SlotJournal(slot=slot, last_result=entry.last_result),
+                Phase.VERIFIED,
+                deployment_id=manifest.deployment_id,
+                manifest_version=manifest.manifest_version,
+                release=manifest.release,
+                bundle_sha=verified.bundle_sha,
+                source_dir=str(files_dir),
+            )
         self.fault("verified")
         return self._guarded(
             entry, manifest, functools.partial(self._stage_onwards, entry, manifest)
