@@ -236,6 +236,8 @@ class Supervisor:
             "agent_version": __version__,
             "models": self.pipeline.model_info() if self.pipeline else {},
             "boot_id": boot_id(),
+            # Version of the operator's desired config in effect (None: file only).
+            "config_version": self.loaded.desired_version,
         }
 
     def health_components(self) -> dict[str, dict[str, str]]:
@@ -324,6 +326,7 @@ class Supervisor:
                 "dropped": outbox.get("dropped", {}),
             },
             "alarms": self.alarms.snapshot() if self.alarms else {},
+            "config_version": self.loaded.desired_version,
         }
 
 

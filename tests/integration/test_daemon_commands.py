@@ -16,6 +16,7 @@ import pytest
 from agent.assets import find_asset
 from agent.config import load_config
 from agent.config.desired import desired_path, load_with_desired
+from agent.daemon.control import request
 from agent.daemon.supervisor import RESTART_EXIT_CODE, Supervisor
 from agent.events.types import EventSink
 from tests.integration.mqtt_helpers import Recorder
@@ -107,7 +108,7 @@ def command(broker: MosquittoBroker, op: str, cmd_id: str, doc: dict[str, Any]) 
 def test_config_validated_persisted_applied_by_restart(
     mosquitto: MosquittoBroker, config_path: Path, tmp_path: Path, photo, clean_env
 ) -> None:
-    rec = Recorder(mosquitto.url, f"{TOPICS.base}/op/#")
+    rec = Recorder(mosquitto.url, f"{TOPICS.base}/#")
     stored = desired_path(tmp_path / "state")
     daemon = start(load_config(config_path, {}), photo)
     try:
@@ -155,6 +156,12 @@ def test_config_validated_persisted_applied_by_restart(
         assert final(rec, "config", "same")["result"]["restarting"] is False
         assert json.loads(stored.read_text())["version"] == 3
         assert daemon.thread.is_alive()
+        # The version in effect is reported in the birth message and the local status.
+        births = [json.loads(p) for p in rec.on(TOPICS.state)]
+        assert births[-1]["online"] is True
+        assert births[-1]["config_version"] == 2
+        status = request(Path(daemon.sup.config.control.socket_path), {"op": "status"})
+        assert status["config_version"] == 2
     finally:
         assert daemon.stop() == 0
     rec.close()
