@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.assets import find_asset
+from agent.capture import open_source
 from agent.config.root import AgentConfig
 from agent.errors import ModelLoadError
 from agent.pipeline.runner import Pipeline
@@ -30,12 +31,21 @@ def config(clip, model, state_dir, **camera):
     )
 
 
+def _settled(pipeline: Pipeline) -> bool:
+    """Every captured frame was inferred, skipped by the motion gate, or counted as dropped."""
+    for worker in pipeline.workers.values():
+        for feed in worker.feeds:
+            done = feed.inferred.total + feed.motion_skipped + feed.ring.overwritten[feed.consumer]
+            if done < feed.ring.published:
+                return False
+    return True
+
+
 def run_to_end(pipeline: Pipeline, timeout_s: float = 20.0) -> None:
     pipeline.start()
     try:
         assert wait_for(pipeline.sources_ended, timeout_s)
-        # The last frame may still be in the worker.
-        wait_for(lambda: False, 0.2)
+        assert wait_for(lambda: _settled(pipeline), 5)  # the last frame may be in a worker
     finally:
         pipeline.stop()
 
@@ -232,3 +242,42 @@ def test_motion_gate_skips_still_frames(sample_clip, short_range_model, tmp_path
     assert cam["motion_skipped"] > 0
     assert inferred + cam["motion_skipped"] + cam["frames_dropped"] == 210
     assert inferred < 210 - cam["frames_dropped"]
+
+
+def test_two_models_share_a_camera_and_a_model_serves_two_cameras(
+    sample_clip, images_dir, short_range_model, tmp_path
+):
+    events = []
+    lock = threading.Lock()
+
+    def sink(event):
+        with lock:
+            events.append(event)
+
+    cfg = AgentConfig.model_validate(
+        {
+            "cameras": [
+                {"name": "clip", "source": f"file:{sample_clip}"},
+                {"name": "photos", "source": f"images:{images_dir}", "fps": 10},
+            ],
+            "models": [
+                {"slot": "short", "path": str(short_range_model)},
+                {"slot": "full", "path": str(_model("full_range")), "cameras": ["clip"]},
+            ],
+        }
+    )
+    # The clip flat-out, the photos paced at 10/s so each one is inferred.
+    pipeline = Pipeline(
+        cfg, sink, tmp_path, opener=lambda cam: open_source(cam, cfg.board, paced=cam.fps == 10)
+    )
+    run_to_end(pipeline)
+    by_pair = {(e.model, e.camera) for e in events}
+    assert by_pair == {("short", "clip"), ("short", "photos"), ("full", "clip")}
+    # astronaut.png and camera.png (the cameraman) are the photos with a face.
+    photo_frames = {e.frame_seq for e in events if e.camera == "photos"}
+    assert photo_frames == {1, 2}
+    seqs = sorted(e.seq for e in events)
+    assert len(seqs) == len(set(seqs))  # one device-wide seq across models
+    stats = pipeline.stats_snapshot()
+    assert stats["cameras"]["clip"]["frames_captured"] == 210
+    assert stats["cameras"]["photos"]["frames_captured"] == 6
