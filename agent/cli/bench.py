@@ -57,7 +57,8 @@ def _print_human(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    log.configure(level=getattr(args, "log_level", None) or "warning")
+    # A short command: no logger caching, so in-process callers (tests) keep their log capture.
+    log.configure(level=getattr(args, "log_level", None) or "warning", cache_loggers=False)
     settings = BenchSettings(
         model=find_sample(args.model, SAMPLE_MODEL),
         clip=find_sample(args.clip, SAMPLE_CLIP),

@@ -96,7 +96,8 @@ def _summary(stats: dict[str, Any], events: int, dropped_events: int, elapsed_s:
 
 
 def run(args: argparse.Namespace) -> int:
-    log.configure(level=getattr(args, "log_level", None) or "warning")
+    # A short command: no logger caching, so in-process callers (tests) keep their log capture.
+    log.configure(level=getattr(args, "log_level", None) or "warning", cache_loggers=False)
     clip = find_sample(args.clip, SAMPLE_CLIP)
     model = find_sample(args.model, SAMPLE_MODEL)
     events: queue.Queue[DetectionEvent] = queue.Queue(maxsize=EVENT_QUEUE_MAX)
