@@ -46,7 +46,7 @@ class ChunkServer:
         bundles: Iterable[ServedBundle],
         stop: threading.Event,
         *,
-        coalesce_s: float = 0.01,
+        coalesce_s: float = 0.002,
         resend_guard_s: float = 0.25,
         mangle: Mangle | None = None,
     ) -> None:

@@ -53,7 +53,10 @@ class PartFiles:
     def open(self) -> None:
         """Create or reopen the part files; on resume, trust the bitmap and re-verify the gaps."""
         (self.directory / "files").mkdir(mode=0o700, parents=True, exist_ok=True)
-        resuming = self.bitmap_path.exists()
+        # Part files from an earlier run: chunks may be on disk without a saved bit yet.
+        resuming = self.bitmap_path.exists() or any(
+            self.path(n).exists() for n in range(len(self.table.files))
+        )
         for file_no, entry in enumerate(self.table.files):
             fd = os.open(self.path(file_no), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             self._fds.append(fd)

@@ -225,9 +225,10 @@ class UpdateService:
             verified = self._installer.verify(envelope)
         except UpdateError as exc:
             log.warning("deployment_rejected", slot=slot, reason=exc.reason.value)
-            self.reporter.report(
+            doc = self.reporter.report(
                 _report_id(envelope), "failed", exc.reason, detail=exc.message, key=key
             )
+            self.results.append(doc)
             return
         manifest = verified.manifest
         dep = manifest.deployment_id
