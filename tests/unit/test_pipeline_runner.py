@@ -281,3 +281,18 @@ def test_two_models_share_a_camera_and_a_model_serves_two_cameras(
     stats = pipeline.stats_snapshot()
     assert stats["cameras"]["clip"]["frames_captured"] == 210
     assert stats["cameras"]["photos"]["frames_captured"] == 6
+
+
+def test_edgetpu_delegate_only_for_compiled_models(tmp_path):
+    cfg = AgentConfig.model_validate(
+        {"board": {"accelerator": "edgetpu"}, "models": [{"slot": "detector", "threads": 3}]}
+    )
+    pipeline = Pipeline(cfg, lambda _e: None, tmp_path)
+    model = cfg.models[0]
+    compiled = pipeline._options_for(model, Path("ssd_mobilenet_v2_edgetpu.tflite"))
+    assert compiled.edgetpu
+    assert compiled.threads == 3
+    assert not pipeline._options_for(model, Path("ssd_mobilenet_v2.tflite")).edgetpu
+    cpu_board = AgentConfig.model_validate({"models": [{"slot": "detector"}]})
+    cpu = Pipeline(cpu_board, lambda _e: None, tmp_path)
+    assert not cpu._options_for(cpu_board.models[0], Path("m_edgetpu.tflite")).edgetpu
