@@ -64,6 +64,8 @@ class ServiceSettings:
     deadline_s: float = 3600.0
     progress_interval_s: float = 1.0
     freshness_check_s: float = 30.0
+    # Settle an install interrupted by a restart on this thread, not the daemon's start-up.
+    recover_on_start: bool = False
 
 
 class Superseded(Exception):
@@ -182,6 +184,12 @@ class UpdateService:
     # --- worker -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.settings.recover_on_start:
+            try:
+                for result in self._installer.recover():
+                    log.info("update_recovered", slot=result.slot, outcome=result.outcome)
+            except Exception as exc:
+                log.exception("update_recovery_failed", error=str(exc))
         while not self._stop.is_set():
             self._wake.wait(min(1.0, self.settings.freshness_check_s))
             self._wake.clear()
