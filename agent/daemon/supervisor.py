@@ -26,6 +26,7 @@ from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
+from agent.update.transfer.wiring import start_update_service
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage
 from agent.uplink.commands import CommandDispatcher
@@ -134,6 +135,11 @@ class Supervisor:
         self.pipeline = self._factory(cfg, self._sink(), self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))
+
+        # Model updates over MQTT: stopped before the pipeline (stops run in reverse).
+        updates = start_update_service(cfg, self.link, self.pipeline, self.stop_event)
+        if updates is not None:
+            self._stops.append(("updates", updates.join))
 
         self.commands.start(self.stop_event)
         self._stops.append(("commands", self._join_commands))
