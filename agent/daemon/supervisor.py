@@ -70,7 +70,26 @@ def default_pipeline_factory(
 ) -> PipelineLike:
     from agent.pipeline.runner import Pipeline  # noqa: PLC0415 - keeps runtimes out of import
 
-    return Pipeline(config, sink, state_dir, None, stop=stop)
+    return Pipeline(config, sink, state_dir, installed_model_paths(config, state_dir), stop=stop)
+
+
+def installed_model_paths(config: AgentConfig, state_dir: Path) -> dict[str, Path]:
+    """Model file per slot from the update store; slots without an installed update are absent.
+
+    Read once at start-up, so a restart after an update serves the committed (or
+    trial) version rather than the provisioned ``[[models]].path``.
+    """
+    from agent.update.store import ModelStore  # noqa: PLC0415 - keeps update code off the import path
+
+    store = ModelStore(state_dir)
+    found: dict[str, Path] = {}
+    for model in config.models:
+        path = store.current_model(model.slot)
+        if path is not None:
+            found[model.slot] = path
+    if found:
+        log.info("installed_models", slots={k: str(v) for k, v in found.items()})
+    return found
 
 
 class Supervisor:
