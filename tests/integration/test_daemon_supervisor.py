@@ -107,9 +107,17 @@ def test_daemon_runs_reports_answers_and_stops_cleanly(
     runner = threading.Thread(target=lambda: result.append(sup.run()), name="test-daemon")
     runner.start()
     try:
-        assert rec.wait_for(lambda: len(rec.on(TOPICS.detection)) >= 20)
-        seqs = [json.loads(p)["seq"] for p in rec.on(TOPICS.detection)]
-        assert seqs == sorted(seqs)
+        # Live traffic may overtake events still in the backlog when the link came up
+        # (docs/mqtt.md); what must hold is no duplicate and, once delivered, no gap.
+        def seqs() -> list[int]:
+            return [json.loads(p)["seq"] for p in rec.on(TOPICS.detection)]
+
+        def contiguous() -> bool:
+            got = seqs()
+            return len(got) >= 20 and sorted(got) == list(range(min(got), min(got) + len(got)))
+
+        assert rec.wait_for(contiguous)
+        assert len(set(seqs())) == len(seqs())
         assert rec.wait_for(lambda: rec.on(TOPICS.health) and rec.on(TOPICS.stats))
         health = json.loads(rec.on(TOPICS.health)[-1])
         assert health["components"]["camera:door"]["status"] == "ok"
