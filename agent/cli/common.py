@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,35 @@ def report_error(prog: str, exc: AgentError) -> int:
         for issue in exc.issues:
             sys.stderr.write(f"  {issue.render()}\n")
     return exc.exit_code
+
+
+def build_tool_parser(
+    prog: str, description: str, command_modules: Sequence[str]
+) -> argparse.ArgumentParser:
+    """A parser whose subcommands come from modules that each define ``register(subparsers)``."""
+    from agent import __version__  # noqa: PLC0415 - avoids a cycle through agent/__init__
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="override logging.level",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in command_modules:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def run_tool(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse and dispatch; an AgentError becomes one line on stderr and its exit code."""
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except AgentError as exc:
+        return report_error(parser.prog, exc)
+    except KeyboardInterrupt:
+        return 130
+    return code

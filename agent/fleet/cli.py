@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
-from agent.cli.common import report_error
-from agent.errors import AgentError
+from agent.cli.common import build_tool_parser, run_tool
 from agent.log import configure
 
 # Each module has register(subparsers); the order is the order of --help.
@@ -22,29 +19,19 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-fleet",
-        description="Operate an edge-agent fleet: trust keys, signed model bundles, rollouts.",
+    return build_tool_parser(
+        "edge-fleet",
+        "Operate an edge-agent fleet: trust keys, signed model bundles, rollouts.",
+        COMMAND_MODULES,
     )
-    parser.add_argument("--version", action="version", version=f"edge-fleet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # Logs go to stderr so that --json output is the only thing on stdout.
-    configure(level="warning")
-    try:
-        code: int = args.func(args)
-    except AgentError as exc:
-        return report_error(parser.prog, exc)
-    except KeyboardInterrupt:
-        return 130
-    return code
+    # Logs go to stderr (warnings and up unless asked) so --json output owns stdout.
+    level = parser.parse_known_args(argv)[0].log_level or "warning"
+    configure(level=level)
+    return run_tool(parser, argv)
 
 
 if __name__ == "__main__":
