@@ -1,9 +1,17 @@
-"""The inference thread of one model slot: newest frame → preprocess → invoke → decode → event.
+"""The threads of one model slot: ``prep`` → ``infer`` → ``post``.
 
-Per-frame Python work is kept to a few calls; the frame's ring slot is released as
-soon as it has been written into the input tensor. A watchdog outside (``check_stuck``)
-abandons a worker whose invoke has run too long and starts a fresh one on a freshly
-loaded backend, because the hung one cannot be used again.
+* ``prep:<slot>`` takes the newest frame of its cameras (round robin), applies the
+  motion gate, preprocesses it into the free one of two input buffers and releases
+  the frame's ring slot at once;
+* ``infer:<slot>`` does almost nothing but ``Backend.infer`` (copy in, ``invoke``,
+  outputs copied out); LiteRT releases the GIL in ``invoke``, so preprocessing of
+  frame N+1 and decoding of frame N-1 overlap the invoke of frame N;
+* ``post:<slot>`` decodes, filters, debounces and emits events, fed through a small
+  bounded queue that drops (and counts) rather than block the inference thread.
+
+A watchdog outside (``check_stuck``) abandons a worker whose invoke has run too long
+and starts fresh threads on a freshly loaded backend, because the hung one cannot be
+used again.
 """
 
 from __future__ import annotations
@@ -22,6 +30,14 @@ from agent.events.motion import MotionGate
 from agent.events.seq import SeqAllocator
 from agent.events.types import Detection, DetectionEvent, EventSink
 from agent.log import get_logger
+from agent.pipeline.handoff import (
+    Inferred,
+    InputPair,
+    PostQueue,
+    Prepared,
+    ewma,
+    prep_delay_s,
+)
 from agent.pipeline.model import LoadedModel
 from agent.pipeline.stats import SAMPLES_KEPT, HourCounter, RateWindow, SampleWindow
 
@@ -40,6 +56,7 @@ class Feed:
     motion: MotionGate | None
     inferred: RateWindow = field(default_factory=RateWindow)
     motion_skipped: int = 0
+    discarded: int = 0  # taken but never fully processed (post queue full, model swap)
 
 
 class Timings:
@@ -73,16 +90,19 @@ class ModelWorker:
         self._sink = sink
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
-        self._wake = threading.Event()
+        self._inputs = InputPair()
+        self._post = PostQueue()
         for feed in feeds:
-            feed.ring.add_listener(self._wake.set)
+            feed.ring.add_listener(self._inputs.prep_wake.set)
         self._pending: LoadedModel | None = None
         self._swapped = threading.Event()
         self._generation = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._next_feed = 0
         self.busy_since: float | None = None
-        self.heartbeat_s = time.monotonic()
+        self._invoke_est_s = 0.0  # running means for just-in-time preprocessing
+        self._prep_est_s = 0.0
+        self._beats = dict.fromkeys(("prep", "infer", "post"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
         self.errors = 0
@@ -94,24 +114,40 @@ class ModelWorker:
 
     def start(self) -> None:
         self._generation += 1
-        self.heartbeat_s = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(self._generation,),
-            name=f"infer:{self.model.slot}",
-            daemon=True,
-        )
-        self._thread.start()
+        now = time.monotonic()
+        self._beats = dict.fromkeys(self._beats, now)
+        loops = {"prep": self._run_prep, "infer": self._run_infer, "post": self._run_post}
+        self._threads = [
+            threading.Thread(
+                target=loop,
+                args=(self._generation,),
+                name=f"{stage}:{self.model.slot}",
+                daemon=True,
+            )
+            for stage, loop in loops.items()
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def join(self, timeout_s: float) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            return not self._thread.is_alive()
-        return True
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.alive
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Oldest beat of the three loops: a hang in any of them freezes it."""
+        return min(self._beats.values())
+
+    @property
+    def post_dropped(self) -> int:
+        """Inferred frames dropped because the post-processing queue was full."""
+        return self._post.dropped
 
     def swap(self, loaded: LoadedModel, timeout_s: float) -> LoadedModel | None:
         """Hand a new model to the thread, applied between frames; returns the old one to close.
@@ -124,51 +160,40 @@ class ModelWorker:
             return old
         self._swapped.clear()
         self._pending = loaded
-        self._wake.set()
+        self._inputs.infer_wake.set()
         self._swapped.wait(timeout_s)
         return None
 
-    # --- the loop ------------------------------------------------------------------
+    # --- prep thread -----------------------------------------------------------------
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()
 
-    def _apply_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            old, self.loaded = self.loaded, pending
-            self._swapped.set()
-            if old is not None and old is not pending:
-                old.close()
-            log.info("model_swapped", slot=self.model.slot, path=str(pending.path))
-
-    def _run(self, generation: int) -> None:
+    def _run_prep(self, generation: int) -> None:
+        inputs = self._inputs
         while self._current(generation):
-            self.heartbeat_s = time.monotonic()
-            if self._pending is not None:
-                self._apply_pending()
-            if self.loaded is None:
-                self._wake.wait(IDLE_WAIT_S)
-                self._wake.clear()
+            self._beats["prep"] = time.monotonic()
+            # Clear first: a publish or a take after the checks sets the event again.
+            inputs.prep_wake.clear()
+            loaded = self.loaded
+            if loaded is None or inputs.has_ready():
+                inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
+            now = time.monotonic()
+            delay = prep_delay_s(now, inputs.taken_at_s, self._invoke_est_s, self._prep_est_s)
+            if delay > 0.0:
+                self._stop.wait(min(delay, IDLE_WAIT_S))
             picked = self._take()
             if picked is None:
-                self._wake.wait(IDLE_WAIT_S)
+                inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
             try:
-                self._process(picked, self.loaded, generation)
-            except AgentError as exc:
-                self.errors += 1
-                self.last_error = str(exc)
-                log.warning("inference_failed", slot=self.model.slot, error=str(exc))
-            except Exception as exc:  # the inference thread must survive a decoder bug
-                self.errors += 1
-                self.last_error = str(exc)
-                log.exception("inference_crashed", slot=self.model.slot, error=str(exc))
+                self._prepare(picked, loaded, generation)
+            except Exception as exc:  # the thread must survive a bad frame
+                picked[0].ring.release(picked[0].consumer)
+                self._failed(exc, "preprocess")
 
     def _take(self) -> tuple[Feed, Frame] | None:
-        # Clear first: a frame published after the scan sets the event again.
-        self._wake.clear()
         count = len(self.feeds)
         for i in range(count):
             feed = self.feeds[(self._next_feed + i) % count]
@@ -178,26 +203,94 @@ class ModelWorker:
                 return feed, frame
         return None
 
-    def _process(self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int) -> None:
+    def _prepare(self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int) -> None:
         feed, frame = picked
         start = time.monotonic()
         if feed.motion is not None and not feed.motion.moved(frame.image):
             feed.ring.release(feed.consumer)
             feed.motion_skipped += 1
             return
-        backend = loaded.backend
-        tensor = backend.input_buffer()
+        index, tensor = self._inputs.free_buffer(loaded)
         transform = loaded.preprocessor.prepare(frame.image, tensor)
         feed.ring.release(feed.consumer)  # the frame is in the tensor now; free its slot
-        invoke_start = time.monotonic()
-        self.busy_since = invoke_start
-        outputs = backend.infer(tensor)
+        if generation != self._generation:
+            return
+        end = time.monotonic()
+        self._prep_est_s = ewma(self._prep_est_s, end - start)
+        prepared = Prepared(feed, frame, loaded, index, tensor, transform, start, end)
+        self._inputs.offer(prepared)
+
+    # --- infer thread -----------------------------------------------------------------
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            old, self.loaded = self.loaded, pending
+            self._discard(self._inputs.clear())  # prepared for the old model's input
+            self._swapped.set()
+            if old is not None and old is not pending:
+                old.close()
+            log.info("model_swapped", slot=self.model.slot, path=str(pending.path))
+
+    def _discard(self, prepared: Prepared | None) -> None:
+        if prepared is not None:
+            prepared.feed.discarded += 1
+
+    def _run_infer(self, generation: int) -> None:
+        inputs = self._inputs
+        while self._current(generation):
+            self._beats["infer"] = time.monotonic()
+            if self._pending is not None:
+                self._apply_pending()
+            inputs.infer_wake.clear()
+            prepared = inputs.take()
+            if prepared is None:
+                inputs.infer_wake.wait(IDLE_WAIT_S)
+                continue
+            if prepared.loaded is not self.loaded:
+                self._discard(prepared)
+                continue
+            try:
+                self._invoke(prepared, generation)
+            except Exception as exc:  # reported in health; the loop goes on
+                prepared.feed.discarded += 1
+                self._failed(exc, "inference")
+
+    def _invoke(self, prepared: Prepared, generation: int) -> None:
+        start = time.monotonic()
+        self.busy_since = start
+        outputs = prepared.loaded.backend.infer(prepared.tensor)
         self.busy_since = None
-        invoke_end = time.monotonic()
+        end = time.monotonic()
+        self._invoke_est_s = ewma(self._invoke_est_s, end - start)
         if generation != self._generation:
             return  # abandoned by the watchdog while blocked in infer()
-        model = self.model
-        detections = loaded.decoder(outputs, transform)
+        dropped = self._post.put(Inferred(prepared, outputs, start, end))
+        if dropped is not None:
+            dropped.prepared.feed.discarded += 1
+
+    # --- post thread -----------------------------------------------------------------
+
+    def _run_post(self, generation: int) -> None:
+        queue = self._post
+        while self._current(generation):
+            self._beats["post"] = time.monotonic()
+            queue.wake.clear()
+            item = queue.get()
+            if item is None:
+                queue.wake.wait(IDLE_WAIT_S)
+                continue
+            try:
+                self._finish(item)
+            except Exception as exc:  # the thread must survive a decoder bug
+                item.prepared.feed.discarded += 1
+                self._failed(exc, "postprocess")
+
+    def _finish(self, item: Inferred) -> None:
+        start = time.monotonic()
+        prepared = item.prepared
+        feed, frame, model = prepared.feed, prepared.frame, self.model
+        detections = prepared.loaded.decoder(item.outputs, prepared.transform)
         if detections:
             detections = apply_thresholds(detections, model.threshold, model.label_thresholds)
             if model.decoder == "ssd_postprocess" and len(detections) > 1:
@@ -208,10 +301,10 @@ class ModelWorker:
         end = time.monotonic()
         feed.inferred.add(end)
         t = self.timings
-        t.capture_age_ms.add((start - frame.captured_mono_s) * 1000.0)
-        t.preprocess_ms.add((invoke_start - start) * 1000.0)
-        t.inference_ms.add((invoke_end - invoke_start) * 1000.0)
-        t.postprocess_ms.add((end - invoke_end) * 1000.0)
+        t.capture_age_ms.add((prepared.prep_start_s - frame.captured_mono_s) * 1000.0)
+        t.preprocess_ms.add((prepared.prep_end_s - prepared.prep_start_s) * 1000.0)
+        t.inference_ms.add((item.invoke_end_s - item.invoke_start_s) * 1000.0)
+        t.postprocess_ms.add((end - start) * 1000.0)
         t.e2e_ms.add((end - frame.captured_mono_s) * 1000.0)
 
     def _emit(self, frame: Frame, detections: list[Detection]) -> None:
@@ -231,6 +324,16 @@ class ModelWorker:
             self.sink_errors += 1
             log.exception("event_sink_failed", slot=self.model.slot, error=str(exc))
 
+    def _failed(self, exc: Exception, stage: str) -> None:
+        self.errors += 1
+        self.last_error = str(exc)
+        if isinstance(exc, AgentError):
+            log.warning("inference_failed", slot=self.model.slot, stage=stage, error=str(exc))
+        else:
+            log.error(  # exc_info: the traceback of a bug
+                "inference_crashed", slot=self.model.slot, stage=stage, error=str(exc), exc_info=exc
+            )
+
     # --- watchdog (monitor thread) ----------------------------------------------------
 
     def check_stuck(self, now_s: float | None = None) -> bool:
@@ -244,6 +347,7 @@ class ModelWorker:
         log.error("inference_stuck", slot=self.model.slot, running_s=round(now - busy, 1))
         self._generation += 1  # the hung thread exits when (if) its invoke returns
         self.busy_since = None
+        self._discard(self._inputs.clear())
         try:
             self.loaded = self._reloader()
         except AgentError as exc:

@@ -35,7 +35,12 @@ def _settled(pipeline: Pipeline) -> bool:
     """Every captured frame was inferred, skipped by the motion gate, or counted as dropped."""
     for worker in pipeline.workers.values():
         for feed in worker.feeds:
-            done = feed.inferred.total + feed.motion_skipped + feed.ring.overwritten[feed.consumer]
+            done = (
+                feed.inferred.total
+                + feed.motion_skipped
+                + feed.discarded
+                + feed.ring.overwritten[feed.consumer]
+            )
             if done < feed.ring.published:
                 return False
     return True
