@@ -16,8 +16,9 @@ class BoardConfig(StrictModel):
     arch: Literal["x86_64", "aarch64", "armv7l"] = Field(
         default="x86_64", description="CPU architecture, matched against manifest compatibility."
     )
-    accelerator: Literal["none", "jetson-gpu", "edgetpu"] = Field(
-        default="none", description="Inference accelerator the board is expected to have."
+    accelerator: Literal["none", "jetson-gpu", "edgetpu", "nvidia-gpu"] = Field(
+        default="none",
+        description="Inference accelerator the board is expected to have (nvidia-gpu: discrete).",
     )
     default_backend: BackendName = Field(
         default="tflite", description="Backend used by models that do not name one."

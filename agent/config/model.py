@@ -62,9 +62,31 @@ class ModelConfig(StrictModel):
     motion_threshold: float = Field(
         default=0.01, gt=0, le=1, description="Fraction of changed pixels that counts as motion."
     )
+    input_size: list[int] = Field(
+        default_factory=list,
+        description=(
+            "[width, height] in pixels for models with a dynamic input size; "
+            "empty takes the model's own (or the backend default when it has none)."
+        ),
+    )
+    onnx_providers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "ONNX Runtime execution providers in order of preference "
+            "(tensorrt, cuda, openvino, auto, or full names); empty means CPU, "
+            "or auto on boards whose accelerator is a GPU."
+        ),
+    )
     inference_timeout_s: float = Field(
         default=10.0, gt=0, description="An invoke older than this marks the model stuck."
     )
+
+    @field_validator("input_size")
+    @classmethod
+    def _size_pair(cls, value: list[int]) -> list[int]:
+        if value and (len(value) != 2 or min(value) < 1):
+            raise ValueError("must be empty or [width, height] in pixels, both >= 1")
+        return value
 
     @field_validator("slot")
     @classmethod

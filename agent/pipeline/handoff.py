@@ -101,8 +101,11 @@ class InputPair:
         """
         with self._lock:
             if self._owner is not loaded:
-                first = loaded.backend.input_buffer()
-                self._buffers = [first, np.empty_like(first)]
+                # Both are our own arrays, never the backend's input_buffer(): a backend
+                # that copies a foreign tensor into its own (pinned) buffer inside infer()
+                # would otherwise read that buffer while the next frame is written into it.
+                template = loaded.backend.input_buffer()
+                self._buffers = [np.empty_like(template), np.empty_like(template)]
                 self._owner = loaded
                 self._in_use = -1
             index = 1 if self._in_use == 0 else 0

@@ -6,11 +6,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.model import ModelConfig
+from agent.config.root import AgentConfig
 from agent.errors import DecoderError, InferenceError, ModelLoadError
 from agent.inference.base import Backend
 from agent.inference.decoders import Decoder, make_decoder
 from agent.inference.preprocess import Preprocessor
 from agent.inference.registry import BackendOptions, create_backend
+
+EDGETPU_SUFFIX = "_edgetpu.tflite"  # the name edgetpu_compiler gives its output
+GPU_ACCELERATORS = ("nvidia-gpu", "jetson-gpu")
+
+
+def backend_options(config: AgentConfig, model: ModelConfig, path: Path) -> BackendOptions:
+    """The backend options for ``model`` at ``path`` (the pipeline and bench both use it)."""
+    board = config.board
+    backend = config.backend_for(model)
+    # Only EdgeTPU-compiled files get the delegate: a CPU model on a Coral board must
+    # still load when the accelerator is unplugged.
+    edgetpu = (
+        board.accelerator == "edgetpu"
+        and backend == "tflite"
+        and path.name.endswith(EDGETPU_SUFFIX)
+    )
+    providers = tuple(model.onnx_providers)
+    if not providers and board.accelerator in GPU_ACCELERATORS:
+        providers = ("auto",)  # GPU providers this onnxruntime build has, CPU last
+    width_height = model.input_size
+    return BackendOptions(
+        threads=config.threads_for(model),
+        edgetpu=edgetpu,
+        edgetpu_library=board.edgetpu_library,
+        providers=providers,
+        # Config says [width, height] (as people write sizes); backends take (height, width).
+        input_size=(width_height[1], width_height[0]) if width_height else None,
+    )
 
 
 @dataclass(slots=True)

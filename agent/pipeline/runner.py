@@ -29,16 +29,14 @@ from agent.events.filters import Debouncer
 from agent.events.motion import MotionGate
 from agent.events.seq import SeqAllocator
 from agent.events.types import EventSink
-from agent.inference.registry import BackendOptions
 from agent.log import get_logger
-from agent.pipeline.model import LoadedModel, load_model
+from agent.pipeline.model import LoadedModel, backend_options, load_model
 from agent.pipeline.stats import SAMPLES_KEPT
 from agent.pipeline.worker import Feed, ModelWorker
 
 log = get_logger(__name__)
 
 MONITOR_PERIOD_S = 0.25
-EDGETPU_SUFFIX = "_edgetpu.tflite"  # the name edgetpu_compiler gives its output
 SourceOpener = Callable[[CameraConfig], Source]
 
 
@@ -77,23 +75,8 @@ class Pipeline:
     def _path_for(self, model: ModelConfig) -> Path:
         return self._model_paths.get(model.slot) or Path(model.path)
 
-    def _options_for(self, model: ModelConfig, path: Path) -> BackendOptions:
-        board = self._config.board
-        # Only EdgeTPU-compiled files get the delegate: a CPU model on a Coral board must
-        # still load when the accelerator is unplugged.
-        edgetpu = (
-            board.accelerator == "edgetpu"
-            and self._config.backend_for(model) == "tflite"
-            and path.name.endswith(EDGETPU_SUFFIX)
-        )
-        return BackendOptions(
-            threads=self._config.threads_for(model),
-            edgetpu=edgetpu,
-            edgetpu_library=board.edgetpu_library,
-        )
-
     def _load(self, model: ModelConfig, path: Path) -> LoadedModel:
-        options = self._options_for(model, path)
+        options = backend_options(self._config, model, path)
         return load_model(model, self._config.backend_for(model), path, options)
 
     def start(self) -> None:

@@ -43,6 +43,7 @@ def test_input_pair_never_hands_out_the_buffer_being_invoked(loaded):
     for _ in range(4):  # alternate: each new buffer differs from the one in invoke
         nxt = _prepared(pair, loaded, feed)
         assert not np.shares_memory(nxt.tensor, in_invoke.tensor)
+        assert not np.shares_memory(nxt.tensor, loaded.backend.input_buffer())
         pair.offer(nxt)
         taken = pair.take()
         assert taken is nxt

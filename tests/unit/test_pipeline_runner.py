@@ -13,6 +13,7 @@ from agent.assets import find_asset
 from agent.capture import open_source
 from agent.config.root import AgentConfig
 from agent.errors import ModelLoadError
+from agent.pipeline.model import backend_options
 from agent.pipeline.runner import Pipeline
 from tests.unit.test_capture_worker import wait_for
 
@@ -288,16 +289,48 @@ def test_two_models_share_a_camera_and_a_model_serves_two_cameras(
     assert stats["cameras"]["photos"]["frames_captured"] == 6
 
 
-def test_edgetpu_delegate_only_for_compiled_models(tmp_path):
+def test_edgetpu_delegate_only_for_compiled_models():
     cfg = AgentConfig.model_validate(
         {"board": {"accelerator": "edgetpu"}, "models": [{"slot": "detector", "threads": 3}]}
     )
-    pipeline = Pipeline(cfg, lambda _e: None, tmp_path)
     model = cfg.models[0]
-    compiled = pipeline._options_for(model, Path("ssd_mobilenet_v2_edgetpu.tflite"))
+    compiled = backend_options(cfg, model, Path("ssd_mobilenet_v2_edgetpu.tflite"))
     assert compiled.edgetpu
     assert compiled.threads == 3
-    assert not pipeline._options_for(model, Path("ssd_mobilenet_v2.tflite")).edgetpu
+    assert not backend_options(cfg, model, Path("ssd_mobilenet_v2.tflite")).edgetpu
     cpu_board = AgentConfig.model_validate({"models": [{"slot": "detector"}]})
-    cpu = Pipeline(cpu_board, lambda _e: None, tmp_path)
-    assert not cpu._options_for(cpu_board.models[0], Path("m_edgetpu.tflite")).edgetpu
+    assert not backend_options(cpu_board, cpu_board.models[0], Path("m_edgetpu.tflite")).edgetpu
+
+
+def test_input_size_and_providers_reach_the_onnx_backend(tmp_path):
+    """[width, height] from config loads the dynamic-size classifier at 48x192, not 640x640."""
+    model_path = find_asset("models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    assert model_path is not None
+    cfg = AgentConfig.model_validate(
+        {
+            "models": [
+                {
+                    "slot": "cls",
+                    "path": str(model_path),
+                    "backend": "onnx",
+                    "decoder": "classify",
+                    "input_size": [192, 48],
+                    "onnx_providers": ["cpu"],
+                }
+            ]
+        }
+    )
+    options = backend_options(cfg, cfg.models[0], model_path)
+    assert options.input_size == (48, 192)
+    assert options.providers == ("cpu",)
+    pipeline = Pipeline(cfg, lambda _e: None, tmp_path)
+    pipeline.start()
+    try:
+        assert pipeline.model_info()["cls"]["input_shape"] == [1, 3, 48, 192]
+    finally:
+        pipeline.stop()
+    gpu_board = AgentConfig.model_validate(
+        {"board": {"accelerator": "nvidia-gpu"}, "models": [{"slot": "detector"}]}
+    )
+    assert backend_options(gpu_board, gpu_board.models[0], model_path).providers == ("auto",)
+    assert backend_options(gpu_board, gpu_board.models[0], model_path).input_size is None
