@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ from agent import log
 from agent.cli.common import print_json
 from agent.cli.demo import SAMPLE_CLIP, SAMPLE_MODEL, find_sample
 from agent.pipeline.bench import BenchSettings, run_bench
+
+# Bundled models whose file leaves the input size dynamic: the size they were trained at
+# (width, height). PaddleOCR's text-direction classifier takes 3x48x192 text lines.
+SAMPLE_INPUT_SIZES = {"ch_ppocr_mobile_v2.0_cls_infer.onnx": (192, 48)}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,7 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model file (default: sample)")
     parser.add_argument("--clip", type=Path, default=None, help="video file (default: sample)")
     parser.add_argument("--seconds", type=float, default=10.0, help="total run time, split in two")
-    parser.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads(),
+        help="interpreter threads (default: cores - 1, leaving one for capture and the rest)",
+    )
     parser.add_argument("--backend", default="tflite", help="tflite, onnx or tensorrt")
     parser.add_argument(
         "--decoder",
@@ -35,14 +45,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=["file", "replay"],
         help="file: decode the clip flat-out (default); replay: decoded frames at 1.5x raw rate",
     )
+    parser.add_argument(
+        "--input-size",
+        type=parse_size,
+        default=None,
+        metavar="WxH",
+        help="input size of a dynamic-size model (default: a bundled model's own, else 640x640)",
+    )
+    parser.add_argument(
+        "--providers",
+        default="",
+        help="ONNX Runtime providers, comma-separated (tensorrt,cuda,auto); default CPU",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(func=run)
+
+
+def default_threads() -> int:
+    # XNNPACK's threads all wait for the slowest; one preempted by capture or decoding
+    # stalls the whole invoke, so leave a core for the rest of the pipeline.
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """ "192x48" -> (192, 48), width first."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or "0" in (width, height):
+        msg = f"expected WIDTHxHEIGHT in pixels, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(width), int(height)
 
 
 def _print_human(result: dict[str, Any]) -> None:
     raw, pipe = result["raw"], result["pipeline"]
     runtime = result["runtime"]
-    print(f"model    {result['model']}")
+    print(f"model    {result['model']}  input {result['input_shape']}")
     print(f"runtime  {runtime['name']} {runtime['version']}, {result['threads']} thread(s)")
     print(
         f"raw      {raw['ips']:8.1f} inferences/s  "
@@ -59,14 +96,17 @@ def _print_human(result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     # A short command: no logger caching, so in-process callers (tests) keep their log capture.
     log.configure(level=getattr(args, "log_level", None) or "warning", cache_loggers=False)
+    model = find_sample(args.model, SAMPLE_MODEL)
     settings = BenchSettings(
-        model=find_sample(args.model, SAMPLE_MODEL),
+        model=model,
         clip=find_sample(args.clip, SAMPLE_CLIP),
         seconds=args.seconds,
         threads=args.threads,
         backend=args.backend,
         decoder=args.decoder,
         source=args.source,
+        input_size=args.input_size or SAMPLE_INPUT_SIZES.get(model.name),
+        providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
     )
     result = run_bench(settings)
     if args.json:

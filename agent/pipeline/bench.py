@@ -8,6 +8,7 @@ and any gap between the two figures is pipeline overhead.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 import threading
 import time
@@ -24,7 +25,8 @@ from agent.config.camera import CameraConfig
 from agent.config.root import AgentConfig
 from agent.events.types import DetectionEvent
 from agent.inference.base import RuntimeInfo
-from agent.inference.registry import BackendOptions, create_backend
+from agent.inference.registry import create_backend
+from agent.pipeline.model import backend_options
 from agent.pipeline.runner import Pipeline, SourceOpener
 from agent.pipeline.stats import summarise
 
@@ -45,6 +47,16 @@ class BenchSettings:
     backend: str = "tflite"
     decoder: str = "blazeface"
     source: Literal["file", "replay"] = "file"
+    input_size: tuple[int, int] | None = None  # (width, height) for dynamic-size models
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers; empty: CPU
+
+
+def load_average() -> float:
+    """1-minute load average (0 where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return 0.0
 
 
 def rss_mb() -> tuple[float, float]:
@@ -71,14 +83,16 @@ class RawLoop:
         self._settings = settings
         self.first_ms = 0.0
         self.runtime = RuntimeInfo("", "")
+        self.input_shape: list[int] = []
         self.samples: list[float] = []
         self.elapsed_s = 0.0
 
     def run(self, seconds: float) -> None:
         settings = self._settings
-        backend = create_backend(
-            settings.backend, settings.model, BackendOptions(threads=settings.threads)
-        )
+        # The very options the pipeline's loader builds: same threads, size, providers.
+        config = bench_config(settings, Path(tempfile.gettempdir()))
+        options = backend_options(config, config.models[0], settings.model)
+        backend = create_backend(settings.backend, settings.model, options)
         try:
             tensor = backend.input_buffer()
             start = time.perf_counter()
@@ -88,6 +102,7 @@ class RawLoop:
             for _ in range(WARMUP_INVOKES):
                 backend.infer(tensor)
             self.runtime = backend.runtime
+            self.input_shape = list(backend.input_spec.tensor.shape)
             infer, samples = backend.infer, self.samples
             start = now = time.perf_counter()
             deadline = start + seconds
@@ -111,6 +126,7 @@ class RawLoop:
             "first_ms": round(self.first_ms, 3),
             "latency_ms": summarise(self.samples),
             "runtime": {"name": self.runtime.name, "version": self.runtime.version},
+            "input_shape": self.input_shape,
         }
 
 
@@ -170,6 +186,8 @@ def bench_config(settings: BenchSettings, state_dir: Path) -> AgentConfig:
                     "backend": settings.backend,
                     "decoder": settings.decoder,
                     "threads": settings.threads,
+                    "input_size": list(settings.input_size or ()),
+                    "onnx_providers": list(settings.providers),
                 }
             ],
         }
@@ -185,6 +203,10 @@ class PipelineTally:
     rss_mb: float = 0.0
     e2e_ms: list[float] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
+    preprocess_ms: list[float] = field(default_factory=list)
+    postprocess_ms: list[float] = field(default_factory=list)
+    capture_age_ms: list[float] = field(default_factory=list)
+    post_dropped: int = 0
     health: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def result(self) -> dict[str, Any]:
@@ -197,6 +219,10 @@ class PipelineTally:
             "events": self.events,
             "latency_ms": summarise(self.e2e_ms),
             "inference_ms": summarise(self.inference_ms),
+            "preprocess_ms": summarise(self.preprocess_ms),
+            "postprocess_ms": summarise(self.postprocess_ms),
+            "capture_age_ms": summarise(self.capture_age_ms),
+            "post_dropped": self.post_dropped,
             "health": self.health,
         }
 
@@ -231,15 +257,21 @@ def pipeline_round(
             worker = pipeline.workers["bench"]
             feed = worker.feeds[0]
             inferred0, captured0, events0 = feed.inferred.total, feed.ring.published, events
-            skip = len(worker.timings.e2e_ms.values())
+            timings = worker.timings
+            skip = len(timings.e2e_ms.values())
+            post_dropped0 = worker.post_dropped
             start = time.perf_counter()
             time.sleep(seconds)
             tally.elapsed_s += time.perf_counter() - start
             tally.inferred += feed.inferred.total - inferred0
             tally.captured += feed.ring.published - captured0
             tally.events += events - events0
-            tally.e2e_ms += worker.timings.e2e_ms.values()[skip:]
-            tally.inference_ms += worker.timings.inference_ms.values()[skip:]
+            tally.e2e_ms += timings.e2e_ms.values()[skip:]
+            tally.inference_ms += timings.inference_ms.values()[skip:]
+            tally.preprocess_ms += timings.preprocess_ms.values()[skip:]
+            tally.postprocess_ms += timings.postprocess_ms.values()[skip:]
+            tally.capture_age_ms += timings.capture_age_ms.values()[skip:]
+            tally.post_dropped += worker.post_dropped - post_dropped0
             tally.health = pipeline.health_snapshot()
             tally.rss_mb = max(tally.rss_mb, rss_mb()[0])
         finally:
@@ -248,6 +280,7 @@ def pipeline_round(
 
 def run_bench(settings: BenchSettings) -> dict[str, Any]:
     """Alternate raw and pipeline rounds so both see the same background load."""
+    load_before = load_average()
     rounds = max(1, round(settings.seconds / (2 * ROUND_S)))
     share = max(0.25, settings.seconds / (2 * rounds))
     raw = RawLoop(settings)
@@ -266,7 +299,9 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     return {
         "model": str(settings.model),
         "threads": settings.threads,
+        "cores": os.cpu_count() or 0,
         "backend": settings.backend,
+        "input_shape": raw_result.pop("input_shape"),
         "rounds": rounds,
         "runtime": raw_result["runtime"],
         "raw": raw_result,
@@ -276,4 +311,6 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "source": settings.source,
         "rss_mb": tally.rss_mb or current,
         "rss_peak_mb": peak,
+        # Other work on the machine skews both figures; the ratio, taken side by side, less.
+        "load_avg": {"before": load_before, "after": load_average()},
     }

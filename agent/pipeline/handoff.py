@@ -27,16 +27,19 @@ if TYPE_CHECKING:
     from agent.pipeline.worker import Feed
 
 POST_QUEUE_DEPTH = 4
-# Just-in-time preprocessing: the next frame is taken this long (a fraction of the
-# expected invoke plus a constant) before the model is expected to be free, so the
-# frame is fresh yet ready in time when an invoke runs a little short.
-JIT_MARGIN_FRACTION = 0.2
-JIT_MARGIN_S = 0.0002
+# Just-in-time preprocessing: the next frame is taken ``slack`` before the model is
+# expected to be free, so it is fresh yet ready in time. The slack adapts: it grows
+# when the inference thread found no frame ready (the prep thread woke late, e.g. on
+# a loaded machine) and shrinks slowly while frames are ready in time.
+SLACK_MIN_FRACTION = 0.1  # of the expected invoke, plus SLACK_MIN_S
+SLACK_MIN_S = 0.0002
+SLACK_GROW_FRACTION = 0.25
+SLACK_DECAY = 0.995
 EWMA_WEIGHT = 0.1
 
 
 def prep_delay_s(
-    now_s: float, invoke_start_s: float, invoke_est_s: float, prep_est_s: float
+    now_s: float, invoke_start_s: float, invoke_est_s: float, prep_est_s: float, slack_s: float
 ) -> float:
     """How long the prep thread waits before taking the next frame (0: take it now).
 
@@ -44,9 +47,16 @@ def prep_delay_s(
     in the buffer (capture-to-event grows by one invoke); taking the newest frame
     just before the model is free keeps the overlap and the freshness.
     """
-    slack_s = JIT_MARGIN_FRACTION * invoke_est_s + JIT_MARGIN_S
     due_s = invoke_start_s + invoke_est_s - prep_est_s - slack_s
     return max(0.0, due_s - now_s)
+
+
+def adapt_slack(slack_s: float, invoke_est_s: float, *, starved: bool) -> float:
+    """The next slack: grow fast after a starved invoke, decay slowly to the floor."""
+    floor_s = SLACK_MIN_FRACTION * invoke_est_s + SLACK_MIN_S
+    if starved:
+        return min(invoke_est_s, slack_s + SLACK_GROW_FRACTION * invoke_est_s + SLACK_MIN_S)
+    return max(floor_s, slack_s * SLACK_DECAY)
 
 
 def ewma(previous: float, sample: float) -> float:

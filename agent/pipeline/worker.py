@@ -35,6 +35,7 @@ from agent.pipeline.handoff import (
     InputPair,
     PostQueue,
     Prepared,
+    adapt_slack,
     ewma,
     prep_delay_s,
 )
@@ -102,6 +103,7 @@ class ModelWorker:
         self.busy_since: float | None = None
         self._invoke_est_s = 0.0  # running means for just-in-time preprocessing
         self._prep_est_s = 0.0
+        self._slack_s = 0.0
         self._beats = dict.fromkeys(("prep", "infer", "post"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
@@ -180,7 +182,9 @@ class ModelWorker:
                 inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
             now = time.monotonic()
-            delay = prep_delay_s(now, inputs.taken_at_s, self._invoke_est_s, self._prep_est_s)
+            delay = prep_delay_s(
+                now, inputs.taken_at_s, self._invoke_est_s, self._prep_est_s, self._slack_s
+            )
             if delay > 0.0:
                 self._stop.wait(min(delay, IDLE_WAIT_S))
             picked = self._take()
@@ -238,6 +242,7 @@ class ModelWorker:
 
     def _run_infer(self, generation: int) -> None:
         inputs = self._inputs
+        just_invoked = False
         while self._current(generation):
             self._beats["infer"] = time.monotonic()
             if self._pending is not None:
@@ -245,11 +250,17 @@ class ModelWorker:
             inputs.infer_wake.clear()
             prepared = inputs.take()
             if prepared is None:
+                if just_invoked:  # the next frame was not ready in time: prepare earlier
+                    self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, starved=True)
+                    just_invoked = False
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
+            if just_invoked:
+                self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, starved=False)
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue
+            just_invoked = True
             try:
                 self._invoke(prepared, generation)
             except Exception as exc:  # reported in health; the loop goes on

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
+import pytest
+
+from agent.cli.bench import parse_size
 from agent.cli.main import main
 
 
@@ -31,3 +35,30 @@ def test_bench_json(capsys):
     assert result["runtime"]["version"]
     assert result["model"].endswith("face_detection_short_range.tflite")
     print(json.dumps({k: result[k] for k in ("ratio", "rss_mb", "latency_ms")}))
+    assert result["input_shape"] == [1, 128, 128, 3]
+    assert result["threads"] == 1
+    assert result["raw"]["invokes"] == result["raw"]["latency_ms"]["n"]
+    pipe = result["pipeline"]
+    for stage in ("preprocess_ms", "inference_ms", "postprocess_ms", "capture_age_ms"):
+        assert pipe[stage]["n"] == pipe["frames_inferred"], stage
+    assert pipe["post_dropped"] >= 0
+    assert set(result["load_avg"]) == {"before", "after"}
+
+
+def test_bench_runs_a_dynamic_size_onnx_classifier_at_its_own_size(capsys):
+    model = "assets/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    args = ["bench", "--backend", "onnx", "--model", model, "--decoder", "classify"]
+    assert main([*args, "--seconds", "1", "--threads", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input_shape"] == [1, 3, 48, 192]  # not the 640x640 default
+    assert result["runtime"]["name"] == "onnxruntime"
+    assert result["pipeline"]["ips"] > 0
+    assert main([*args, "--input-size", "96x32", "--seconds", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [1, 3, 32, 96]
+
+
+def test_bench_size_argument():
+    assert parse_size("192x48") == (192, 48)
+    for bad in ("192", "0x48", "axb", "192x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)

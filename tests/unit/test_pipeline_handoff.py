@@ -11,7 +11,15 @@ from agent.config.model import ModelConfig
 from agent.events.filters import Debouncer
 from agent.inference.preprocess import Transform
 from agent.inference.registry import BackendOptions
-from agent.pipeline.handoff import Inferred, InputPair, PostQueue, Prepared, ewma, prep_delay_s
+from agent.pipeline.handoff import (
+    Inferred,
+    InputPair,
+    PostQueue,
+    Prepared,
+    adapt_slack,
+    ewma,
+    prep_delay_s,
+)
 from agent.pipeline.model import LoadedModel, load_model
 from agent.pipeline.worker import Feed
 
@@ -77,10 +85,21 @@ def test_post_queue_drops_oldest_and_counts(loaded):
 
 
 def test_prep_delay_takes_the_frame_just_before_the_model_is_free():
-    # 10 ms invoke started at t=100, 1 ms preprocess: take the frame after ~6.8 ms.
-    delay = prep_delay_s(100.0, 100.0, 0.010, 0.001)
-    assert delay == pytest.approx(0.010 - 0.001 - 0.2 * 0.010 - 0.0002)
-    assert prep_delay_s(100.02, 100.0, 0.010, 0.001) == 0.0  # model already free
-    assert prep_delay_s(100.0, 100.0, 0.0, 0.0) == 0.0  # no estimate yet: take it now
+    # 10 ms invoke started at t=100, 1 ms preprocess, 2 ms slack: take it after 7 ms.
+    assert prep_delay_s(100.0, 100.0, 0.010, 0.001, 0.002) == pytest.approx(0.007)
+    assert prep_delay_s(100.02, 100.0, 0.010, 0.001, 0.002) == 0.0  # model already free
+    assert prep_delay_s(100.0, 100.0, 0.0, 0.0, 0.0) == 0.0  # no estimate yet: take it now
     assert ewma(0.0, 5.0) == 5.0
     assert ewma(1.0, 2.0) == pytest.approx(1.1)
+
+
+def test_slack_grows_when_starved_and_decays_to_a_floor():
+    invoke = 0.010
+    slack = 0.0
+    for _ in range(10):  # starved again and again: prepare right away (slack = invoke)
+        slack = adapt_slack(slack, invoke, starved=True)
+    assert slack == pytest.approx(invoke)
+    assert prep_delay_s(100.0, 100.0, invoke, 0.001, slack) == 0.0
+    for _ in range(5000):  # always in time: back to the floor, never below
+        slack = adapt_slack(slack, invoke, starved=False)
+    assert slack == pytest.approx(0.1 * invoke + 0.0002)
