@@ -10,7 +10,6 @@ from typing import Any
 from agent import log
 from agent.cli.common import print_json
 from agent.cli.demo import SAMPLE_CLIP, SAMPLE_MODEL, find_sample
-from agent.pipeline.bench import BenchSettings, run_bench
 
 # Bundled models whose file leaves the input size dynamic: the size they were trained at
 # (width, height). PaddleOCR's text-direction classifier takes 3x48x192 text lines.
@@ -96,6 +95,9 @@ def _print_human(result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     # A short command: no logger caching, so in-process callers (tests) keep their log capture.
     log.configure(level=getattr(args, "log_level", None) or "warning", cache_loggers=False)
+    # Imported here: registering the command must not load OpenCV and the pipeline.
+    from agent.pipeline.bench import BenchSettings, run_bench  # noqa: PLC0415 - heavy, bench only
+
     model = find_sample(args.model, SAMPLE_MODEL)
     settings = BenchSettings(
         model=model,

@@ -15,7 +15,6 @@ from agent.assets import find_asset
 from agent.config.root import AgentConfig
 from agent.errors import ModelLoadError, SourceOpenError
 from agent.events.types import DetectionEvent
-from agent.pipeline.runner import Pipeline
 
 SAMPLE_CLIP = "clips/sample.mp4"
 SAMPLE_MODEL = "models/face_detection_short_range.tflite"
@@ -102,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     model = find_sample(args.model, SAMPLE_MODEL)
     events: queue.Queue[DetectionEvent] = queue.Queue(maxsize=EVENT_QUEUE_MAX)
     dropped = 0
+
+    # Imported here: every edge-agent command imports this module to register it, and
+    # only demo needs OpenCV and the pipeline (~20 MB resident).
+    from agent.pipeline.runner import Pipeline  # noqa: PLC0415 - heavy, demo only
 
     def sink(event: DetectionEvent) -> None:
         nonlocal dropped
