@@ -125,6 +125,8 @@ class Supervisor:
         )
         self._drift: dict[str, dict[str, Any]] = {}
         self._last_health: dict[str, Any] | None = None
+        # ``models`` as last sent in the retained birth; re-sent when the pipeline's differ.
+        self._birth_models: dict[str, Any] | None = None
 
     # --- start ----------------------------------------------------------------------
 
@@ -220,6 +222,7 @@ class Supervisor:
             if now >= next_health:
                 next_health = now + tel.health_interval_s
                 self.publish_health()
+            self.refresh_birth_models()
             if now >= next_stats:
                 next_stats = now + tel.stats_interval_s
                 self.publish_stats()
@@ -257,13 +260,25 @@ class Supervisor:
         self.outbox.put_json(topic, doc, MsgClass.ALARM, qos=1, retain=True)
 
     def _birth_extra(self) -> dict[str, Any]:
+        models = self.pipeline.model_info() if self.pipeline else {}
+        self._birth_models = models
         return {
             "agent_version": __version__,
-            "models": self.pipeline.model_info() if self.pipeline else {},
+            "models": models,
             "boot_id": boot_id(),
             # Version of the operator's desired config in effect (None: file only).
             "config_version": self.loaded.desired_version,
         }
+
+    def refresh_birth_models(self) -> None:
+        """Re-publish the retained birth once ``models`` changed (pipeline up, model updated).
+
+        The link connects before the pipeline exists, so the first birth has no models.
+        """
+        if self.link is None or self.pipeline is None or self._birth_models is None:
+            return
+        if self.pipeline.model_info() != self._birth_models:
+            self.link.refresh_birth()  # _birth_extra records what went out
 
     def health_components(self) -> dict[str, dict[str, str]]:
         comps: dict[str, dict[str, str]] = {}

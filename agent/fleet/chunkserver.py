@@ -2,11 +2,19 @@
 
 Requests from every device are pooled for ``coalesce_s``; each wanted chunk is then
 published once on ``<root>/f/<fleet>/xfer/<deployment_id>/s``, which every device in
-the transfer subscribes to, so N devices fetching the same bundle cost about one
-transfer. A chunk sent moments ago is not sent again for ``resend_guard_s`` (the
-devices that asked already have it in flight). After every batch a tiny ACK frame
-tells devices the server is alive, so a broker that drops chunk-sized messages shows
-as "acks but no chunks" on the device instead of a silent stall.
+the transfer subscribes to (and takes every chunk it lacks from, asked for or not), so
+N devices fetching the same bundle cost about one transfer.
+
+Resend guard: a chunk streamed less than ``resend_guard_s`` ago is not sent again to a
+device that was already listening when it went out (it is in that device's backlog or
+was lost, and the device's stall timer, longer than the guard, asks again later). Each
+request carries a per-subscription ``listener`` token; the server notes when it first
+heard from it, so a device that subscribed after the chunk went out is served at once.
+
+Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on either
+leg; a lost chunk is re-requested by the device's stall timer). After every batch a
+tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
+chunk-sized messages shows as "acks but no chunks" on the device, not a silent stall.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_req
 log = get_logger(__name__)
 
 Item = tuple[int, int, int]  # (kind, file, index)
+Listener = tuple[str, str, int | None]  # (deployment, device, token)
+_IDLE_S = 0.05  # a request after this long without serving starts a new coalescing window
 # Fault injection for tests and benchmarks: gets a batch of frames, returns what to publish.
 Mangle = Callable[[list[bytes]], list[bytes]]
 
@@ -47,7 +57,8 @@ class ChunkServer:
         stop: threading.Event,
         *,
         coalesce_s: float = 0.002,
-        resend_guard_s: float = 0.25,
+        resend_guard_s: float = 2.0,
+        chunk_qos: int = 0,
         mangle: Mangle | None = None,
     ) -> None:
         self._mangle = mangle
@@ -57,8 +68,11 @@ class ChunkServer:
         self._stop = stop
         self._coalesce_s = coalesce_s
         self._guard_s = resend_guard_s
-        self._pending: dict[str, set[Item]] = {}
+        self._chunk_qos = chunk_qos
+        # Per deployment: wanted item -> the latest "listening since" among its requesters.
+        self._pending: dict[str, dict[Item, float]] = {}
         self._last_sent: dict[tuple[str, Item], float] = {}
+        self._listening: dict[Listener, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.stats = ServerStats()
@@ -90,34 +104,46 @@ class ChunkServer:
             return
         items = {(int(FrameKind.CHUNK), f, i) for f, i in request.chunks}
         items |= {(int(FrameKind.INDEX), 0, p) for p in request.indexes}
+        now = time.monotonic()
         with self._lock:
             self.stats.requests += 1
             self.stats.devices.add(device)
-            self._pending.setdefault(deployment_id, set()).update(items)
+            # A device is subscribed before its first request reaches us (same connection).
+            since = self._listening.setdefault((deployment_id, device, request.listener), now)
+            if request.listener is None:
+                since = now  # an old client without a token: always serve
+            pending = self._pending.setdefault(deployment_id, {})
+            for item in items:
+                pending[item] = max(pending.get(item, since), since)
         self._wake.set()
 
     def _run(self) -> None:
+        idle_since = -1e18
         while not self._stop.is_set():
             if not self._wake.wait(0.5):
                 continue
             self._wake.clear()
-            # Let requests from other devices for the same window land in this batch.
-            self._stop.wait(self._coalesce_s)
+            if time.monotonic() - idle_since >= _IDLE_S:
+                # A new window after a pause: let other devices' requests for it land in this
+                # batch. While the stream flows, requests pool during publishing anyway.
+                self._stop.wait(self._coalesce_s)
             with self._lock:
                 pending, self._pending = self._pending, {}
             for deployment_id, items in pending.items():
                 try:
-                    self._serve(self._bundles[deployment_id], sorted(items))
+                    self._serve(self._bundles[deployment_id], items)
                 except Exception as exc:
                     log.exception("chunk_serve_failed", deployment=deployment_id, error=str(exc))
+            idle_since = time.monotonic()
 
-    def _serve(self, bundle: ServedBundle, items: list[Item]) -> None:
+    def _serve(self, bundle: ServedBundle, items: dict[Item, float]) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
         frames: list[bytes] = []
-        for item in items:
+        for item in sorted(items):
             key = (bundle.deployment_id, item)
-            if now - self._last_sent.get(key, -1e9) < self._guard_s:
+            sent = self._last_sent.get(key)
+            if sent is not None and resend_not_needed(sent, items[item], now, self._guard_s):
                 self.stats.skipped_recent += 1
                 continue
             kind, file_no, index = item
@@ -134,7 +160,14 @@ class ChunkServer:
         if self._mangle is not None:
             frames = self._mangle(frames)
         for frame in frames:
-            self._client.publish(topic, frame, qos=1)
+            self._client.publish(topic, frame, qos=self._chunk_qos)
             self.stats.frames += 1
             self.stats.bytes += len(frame)
         self._client.publish(topic, encode_frame(FrameKind.ACK, 0, 0, b""), qos=1)
+
+
+def resend_not_needed(
+    sent_s: float, listening_since_s: float, now_s: float, guard_s: float
+) -> bool:
+    """Every requester was listening when the chunk went out, and that was within the guard."""
+    return sent_s >= listening_since_s and now_s - sent_s < guard_s

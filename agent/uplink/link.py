@@ -108,6 +108,9 @@ class Link:
         self._lost = threading.Event()
         self._busy = False
         self._subs: dict[str, MessageCallback] = {}
+        # Filters dropped while the link was down: the persistent broker session still has
+        # them, so they are unsubscribed on the next connect.
+        self._unsubs: set[str] = set()
         self._subs_lock = threading.Lock()
         self._ack_listeners: list[AckListener] = []
         self.generation = 0
@@ -142,9 +145,34 @@ class Link:
         """
         with self._subs_lock:
             self._subs[topic_filter] = callback
+            self._unsubs.discard(topic_filter)
         client = self._client
         if client is not None and self.connected:
             client.subscribe(topic_filter, qos=1)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop delivering ``topic_filter`` (at once, locally) and UNSUBSCRIBE at the broker.
+
+        Sent now when connected, else on the next connect (the session is persistent).
+        """
+        with self._subs_lock:
+            self._subs.pop(topic_filter, None)
+            self._unsubs.add(topic_filter)
+        client = self._client
+        if client is not None and self.connected:
+            rc, _mid = client.unsubscribe(topic_filter)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with self._subs_lock:
+                    if topic_filter not in self._subs:
+                        self._unsubs.discard(topic_filter)
+
+    def refresh_birth(self) -> bool:
+        """Publish the retained birth ``state`` again (e.g. once ``models`` is known); sent?"""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        info = client.publish(self.topics.state, self._birth_payload(), qos=1, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def add_ack_listener(self, listener: AckListener) -> None:
         """``listener(generation, mid, ok)`` on paho's thread; must not block or take locks."""
@@ -301,6 +329,9 @@ class Link:
         client.publish(self.topics.state, self._birth_payload(), qos=1, retain=True)
         with self._subs_lock:
             filters = list(self._subs)
+            stale, self._unsubs = list(self._unsubs), set()
+        for topic_filter in stale:
+            client.unsubscribe(topic_filter)
         for topic_filter in filters:
             client.subscribe(topic_filter, qos=1)
         self.generation += 1

@@ -126,7 +126,10 @@ def serve(
     op: Operator, bundle: Path, mangle: Mangle | None = None
 ) -> tuple[ChunkServer, threading.Event]:
     stop = threading.Event()
-    server = ChunkServer(op.client, TOPICS, [load_bundle(bundle)], stop, mangle=mangle)
+    # The resend guard stays below the devices' 0.6 s stall timer, as in production (2 s / 5 s).
+    server = ChunkServer(
+        op.client, TOPICS, [load_bundle(bundle)], stop, mangle=mangle, resend_guard_s=0.3
+    )
     server.start()
     return server, stop
 

@@ -213,3 +213,60 @@ def test_broker_restarts_lose_no_qos1_event(
     finally:
         up.close()
         recorders[-1].close()
+
+
+def test_unsubscribe_stops_delivery_locally_and_at_the_broker(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    cfg = MqttConfig(url=mosquitto.url, reconnect_min_s=0.2, reconnect_max_s=0.5)
+    link = Link(cfg, TOPICS, tmp_path, stop)
+    got: list[str] = []
+    raw: list[str] = []  # what the broker sent this client, before any local filtering
+    link.subscribe("test/stream/+", lambda topic, _payload: got.append(topic))
+    link.start()
+    sender = Recorder(mosquitto.url, "ignored/#", client_id="sender")
+
+    def wait(predicate, timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not predicate():
+            time.sleep(0.02)
+        return predicate()
+
+    try:
+        assert link.wait_connected(10)
+        client = link._client
+        assert client is not None
+        original = client.on_message
+
+        def spy(c, u, msg) -> None:
+            raw.append(msg.topic)
+            original(c, u, msg)
+
+        client.on_message = spy
+        time.sleep(0.3)  # SUBACK
+        sender.client.publish("test/stream/a", b"1", qos=1).wait_for_publish(5)
+        assert wait(lambda: got == ["test/stream/a"])
+        link.unsubscribe("test/stream/+")
+        assert "test/stream/+" not in link._unsubs  # sent at once while connected
+        time.sleep(0.3)  # UNSUBACK
+        sender.client.publish("test/stream/b", b"2", qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        assert got == ["test/stream/a"]
+        assert raw == ["test/stream/a"]  # the broker no longer sends it at all
+        # While down, an unsubscribe waits for the next connect; a re-subscribe cancels it.
+        mosquitto.stop()
+        assert wait(lambda: not link.connected)
+        link.unsubscribe("test/down")
+        assert "test/down" in link._unsubs
+        link.subscribe("test/again", lambda topic, _payload: got.append(topic))
+        link.unsubscribe("test/again")
+        link.subscribe("test/again", lambda topic, _payload: got.append(topic))
+        assert "test/again" not in link._unsubs
+        mosquitto.start()
+        assert link.wait_connected(10)
+        assert wait(lambda: not link._unsubs)
+    finally:
+        stop.set()
+        link.stop()
+        sender.close()

@@ -216,3 +216,66 @@ def test_parts_finish_detects_index_that_disagrees_with_file_hash(tmp_path: Path
         parts.finish()
     assert err.value.reason is Reason.HASH_MISMATCH
     assert parts.bitmap.count == 0
+
+
+def test_planner_defers_stalls_with_jitter_while_the_stream_is_busy() -> None:
+    bitmap = ChunkBitmap(10)
+    rolls = iter([0.0, 1.0 - 1e-9, 0.5, 0.5])
+    limits = PlannerLimits(window=2, stall_s=2.0, busy_s=1.0, max_deferrals=1, min_batch=1)
+    planner = WindowPlanner(bitmap, limits, started_s=0.0, jitter=lambda: next(rolls))
+    assert planner.plan(0.0).request == [0, 1]
+    # Frames keep flowing (other devices' chunks): the stall is deferred, not re-asked.
+    planner.saw_frame(1.9)
+    busy = planner.plan(2.0)
+    assert busy.request == []
+    assert not busy.stalled
+    assert planner.deferred == 2
+    # Jittered: chunk 0 is due again after 0.5 stall periods, chunk 1 after ~1.5.
+    planner.saw_frame(2.9)
+    assert planner.plan(3.0).request == [0]  # deferred once already: asked again now
+    assert planner.stalls == 1
+    assert planner.plan(4.9).request == []  # chunk 1 is not due before 2.0 + 1.5 x 2 s
+    assert planner.plan(5.0).request == [0, 1]  # the stream went quiet: no more deferral
+    # A quiet stream: stalls are re-asked at once (the old behaviour).
+    quiet = WindowPlanner(ChunkBitmap(4), limits, started_s=0.0)
+    assert quiet.plan(0.0).request == [0, 1]
+    assert quiet.plan(2.0).request == [0, 1]
+    assert quiet.deferred == 0
+
+
+def test_request_carries_the_listener_token() -> None:
+    request = ChunkRequest(chunks=((0, 1),), listener=12345)
+    assert decode_request(request.encode()) == request
+    assert decode_request(b'{"chunks":[[0,1]]}').listener is None
+    with pytest.raises(FrameError):
+        decode_request(b'{"chunks":[],"s":-1}')
+
+
+def test_resend_guard_serves_late_listeners_only() -> None:
+    from agent.fleet.chunkserver import resend_not_needed
+
+    # Sent at t=10 to everyone listening since t=5: not again within the 2 s guard...
+    assert resend_not_needed(sent_s=10.0, listening_since_s=5.0, now_s=11.0, guard_s=2.0)
+    # ...but after it (a real loss: the device's stall timer is longer than the guard).
+    assert not resend_not_needed(sent_s=10.0, listening_since_s=5.0, now_s=12.5, guard_s=2.0)
+    # A device that started listening after it went out cannot have it: send again now.
+    assert not resend_not_needed(sent_s=10.0, listening_since_s=10.5, now_s=11.0, guard_s=2.0)
+
+
+def test_parts_whole_file_hash_survives_resume_without_rereading_twice(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK * 12 + 5)
+    table = _table(data)
+    parts = PartFiles(tmp_path / "t", table, persist_every=4)
+    parts.open()
+    for index in (1, 2, 0, 5, 4):  # prefix 0..2 hashed in memory, 4..5 wait for chunk 3
+        parts.write(0, index, data[index * CHUNK : (index + 1) * CHUNK])
+    assert parts._hashed == [3]
+    parts.close()
+    again = PartFiles(tmp_path / "t", table, persist_every=4)
+    again.open()
+    assert again._hashed == [3]  # the prefix on disk is re-hashed once, on resume
+    for index in range(table.total_chunks - 1, 2, -1):
+        again.write(0, index, data[index * CHUNK : (index + 1) * CHUNK])
+    assert again._hashed == [table.total_chunks]
+    (path,) = again.finish()
+    assert path.read_bytes() == data

@@ -5,6 +5,13 @@ pre-sized to its signed length (the directory the installer stages from), and
 ``bitmap``. A chunk is written only after its length and SHA-256 match the chunk
 table; a chunk already present is a no-op, so QoS 1 redeliveries and the shared
 stream's extra copies cost nothing but a lookup.
+
+Each chunk is hashed once, on arrival. The whole-file SHA-256 is built incrementally
+over the contiguous prefix of present chunks (the chunk just received is hashed from
+memory; chunks that arrived ahead of the prefix are read back from the page cache when
+the prefix reaches them), so ``finish`` does not re-read the file. Data is not fsync'd
+per chunk: part files and the bitmap are synced together every ``persist_every`` chunks
+(data first, so the bitmap may lag the data, never lead it).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from agent.update.transfer.bitmap import ChunkBitmap, load_bitmap, save_bitmap
 from agent.update.transfer.table import ChunkTable
 
 log = get_logger(__name__)
-_READ_BLOCK = 1024 * 1024
 
 
 class WriteResult(str, enum.Enum):
@@ -42,6 +48,9 @@ class PartFiles:
         self.rejected = 0
         self.duplicates = 0
         self.recovered = 0
+        # Per file: running whole-file digest over chunks [0, _hashed[file]).
+        self._digests = [hashlib.sha256() for _ in table.files]
+        self._hashed = [0 for _ in table.files]
 
     def path(self, file_no: int) -> Path:
         return self.directory / "files" / self.table.files[file_no].name
@@ -65,6 +74,8 @@ class PartFiles:
         self.bitmap = load_bitmap(self.bitmap_path, self.table.total_chunks)
         if resuming:
             self._recover_gaps()
+            for file_no in range(len(self.table.files)):
+                self._advance(file_no)
 
     def _recover_gaps(self) -> None:
         # Chunks written after the last bitmap save survive a process kill in the page cache;
@@ -94,10 +105,25 @@ class PartFiles:
             return WriteResult.REJECTED
         os.pwrite(self._fds[file_no], payload, index * self.table.chunk_size)
         self.bitmap.add(global_index)
+        if index == self._hashed[file_no]:
+            self._digests[file_no].update(payload)
+            self._hashed[file_no] += 1
+            self._advance(file_no)
         self._dirty += 1
         if self._dirty >= self.persist_every:
             self.flush()
         return WriteResult.WRITTEN
+
+    def _advance(self, file_no: int) -> None:
+        """Extend the hashed prefix over chunks already present (read back from the page cache)."""
+        chunks = len(self.table.files[file_no].chunks)
+        start = self.table.first_global(file_no)
+        fd = self._fds[file_no]
+        while self._hashed[file_no] < chunks and start + self._hashed[file_no] in self.bitmap:
+            index = self._hashed[file_no]
+            length = self.table.chunk_length(file_no, index)
+            self._digests[file_no].update(os.pread(fd, length, index * self.table.chunk_size))
+            self._hashed[file_no] += 1
 
     def flush(self) -> None:
         """Data before bitmap: a bit on disk always means the bytes are on disk too."""
@@ -111,23 +137,13 @@ class PartFiles:
         self.flush()
         paths = []
         for file_no, entry in enumerate(self.table.files):
-            digest = hashlib.sha256()
-            size = 0
-            offset = 0
-            while offset < entry.length:
-                block = os.pread(
-                    self._fds[file_no], min(_READ_BLOCK, entry.length - offset), offset
-                )
-                if not block:
-                    break
-                digest.update(block)
-                size += len(block)
-                offset += len(block)
-            if size != entry.length:
+            self._advance(file_no)
+            size = os.fstat(self._fds[file_no]).st_size
+            if self._hashed[file_no] != len(entry.chunks) or size != entry.length:
                 raise DownloadError(
                     Reason.LENGTH_MISMATCH, f"{entry.name}: {size} of {entry.length} bytes"
                 )
-            if digest.hexdigest() != entry.sha256:
+            if self._digests[file_no].hexdigest() != entry.sha256:
                 # The chunk index itself disagrees with the file hash: nothing to re-fetch.
                 self._forget_file(file_no)
                 raise DownloadError(Reason.HASH_MISMATCH, f"{entry.name}: whole-file hash differs")
@@ -138,6 +154,8 @@ class PartFiles:
         start = self.table.first_global(file_no)
         for index in range(len(self.table.files[file_no].chunks)):
             self.bitmap.discard(start + index)
+        self._digests[file_no] = hashlib.sha256()
+        self._hashed[file_no] = 0
         save_bitmap(self.bitmap_path, self.bitmap)
 
     def close(self) -> None:

@@ -4,11 +4,19 @@ Pure: the caller passes ``now`` and reports arrivals; the planner answers with
 indices to request, or with the reason the transfer must end. Mosquitto drops
 messages silently past ``max_queued_messages`` / ``max_inflight_messages``, so
 the window (chunks requested but not yet seen) stays far below those limits.
+
+Re-requests back off while the shared stream is busy: a device that keeps seeing
+frames (other devices' chunks, a backlog it has not read yet) is probably about to
+get what it asked for, so a stalled chunk is re-armed with a jittered delay, at most
+``max_deferrals`` times, before it is asked again. That keeps a slow device from
+re-requesting what the stream already carried (the fleet cost of a rollout).
 """
 
 from __future__ import annotations
 
 import enum
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.update.transfer.bitmap import ChunkBitmap
@@ -27,6 +35,9 @@ class PlannerLimits:
     deadline_s: float = 3600.0
     # Ask again only once this many window slots are free (fewer, larger request messages).
     min_batch: int = 4
+    # A frame seen this recently makes the stream "busy": stalls are deferred, not re-asked.
+    busy_s: float = 1.0
+    max_deferrals: int = 2
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.stall_s <= 0 or self.deadline_s <= 0:
@@ -53,6 +64,11 @@ class WindowPlanner:
     empty_stalls: int = 0
     stalls: int = 0
     requested_total: int = 0
+    deferred: int = 0
+    last_frame_s: float = -1e18
+    _deferrals: dict[int, int] = field(default_factory=dict)
+    # Uniform [0, 1): the jitter source (injectable so tests are deterministic).
+    jitter: Callable[[], float] = random.random
 
     def __post_init__(self) -> None:
         self.last_progress_s = self.started_s
@@ -60,9 +76,15 @@ class WindowPlanner:
     def arrived(self, index: int, now_s: float, fresh: bool) -> None:
         """A verified chunk arrived (``fresh``: it was missing before)."""
         self.in_flight.pop(index, None)
+        self._deferrals.pop(index, None)
         self.received_this_run += 1
+        self.last_frame_s = now_s
         if fresh:
             self.last_progress_s = now_s
+
+    def saw_frame(self, now_s: float) -> None:
+        """Any frame on the stream (duplicates, acks, chunks for others): the stream is busy."""
+        self.last_frame_s = now_s
 
     def plan(self, now_s: float) -> Plan:
         if self.bitmap.complete:
@@ -74,11 +96,14 @@ class WindowPlanner:
         # Anything requested long ago and still missing is presumed lost (dropped by a queue
         # limit, a broker restart, or a message size limit): forget it so it is asked again.
         expired = [i for i, t in self.in_flight.items() if now_s - t >= self.limits.stall_s]
+        if expired and now_s - self.last_frame_s < self.limits.busy_s:
+            expired = self._defer(expired, now_s)
         if expired:
             stalled = True
             self.stalls += 1
             for index in expired:
                 del self.in_flight[index]
+                self._deferrals.pop(index, None)
             if self.received_this_run == 0:
                 self.empty_stalls += 1
         for index in list(self.in_flight):
@@ -96,3 +121,17 @@ class WindowPlanner:
                     break
         self.requested_total += len(request)
         return Plan(Verdict.RUNNING, request=request, stalled=stalled)
+
+    def _defer(self, expired: list[int], now_s: float) -> list[int]:
+        """Re-arm stalled chunks with a jittered delay while the stream is busy; the rest expire."""
+        still: list[int] = []
+        for index in expired:
+            count = self._deferrals.get(index, 0)
+            if count >= self.limits.max_deferrals:
+                still.append(index)
+                continue
+            self._deferrals[index] = count + 1
+            self.deferred += 1
+            # Due again after 0.5-1.5 stall periods, so devices do not re-ask in lockstep.
+            self.in_flight[index] = now_s + self.limits.stall_s * (self.jitter() - 0.5)
+        return still

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,12 @@ from agent.update.installer import Installer, InstallResult
 from agent.update.manifest import Manifest, parse_manifest
 from agent.update.policy import Verdict
 from agent.update.transfer.freshness import FreshnessWatch
+from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
 from agent.update.transfer.report import OpReporter
 from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.table import ChunkTable, build_table
-from agent.update.transfer.wire import FrameError, Topics, decode_frame
+from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_frame
 from agent.update.trust import load_root_bytes
 from agent.update.verify import MAX_ENVELOPE_BYTES, Verified
 
@@ -54,12 +56,14 @@ class Bus(Protocol):
 
     def subscribe(self, topic_filter: str, callback: Any) -> None: ...
 
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     device_id: str
     fleet: str
-    window: int = 16
+    window: int = 32
     stall_s: float = 5.0
     deadline_s: float = 3600.0
     progress_interval_s: float = 1.0
@@ -139,7 +143,9 @@ class UpdateService:
         self._bus.subscribe(self._topics.trust_root(fleet), self._on_root)
         self._bus.subscribe(self._topics.deploy_filter(fleet), self._on_deploy)
         self._bus.subscribe(self._topics.heartbeat(fleet), self.freshness.on_message)
-        self._bus.subscribe(f"{self._topics.root}/f/{fleet}/xfer/+/s", self._on_stream)
+        # Streams are subscribed per transfer (see _transfer); drop the fleet-wide wildcard
+        # that older versions left in the broker's persistent session.
+        self._bus.unsubscribe(f"{self._topics.root}/f/{fleet}/xfer/+/s")
         self._thread = threading.Thread(target=self._run, name="update-service", daemon=True)
         self._thread.start()
 
@@ -175,11 +181,18 @@ class UpdateService:
         except FrameError:
             self.corrupt_frames += 1
             return
-        if not frame.header_ok:
+        # Chunks are checked against the signed chunk table (one hash); index pieces have
+        # no per-piece entry, so their header hash catches damage before the index join.
+        if frame.kind is FrameKind.INDEX and not frame.header_ok:
             self.corrupt_frames += 1
             return
-        active[1].on_frame(frame, self._clock.monotonic_s())
-        self._frames.set()
+        result = active[1].on_frame(frame, self._clock.monotonic_s())
+        # Wake the driver only when the window may have moved: duplicates and chunks that
+        # failed their check change nothing (on a busy shared stream most frames are that).
+        if result is WriteResult.REJECTED:
+            self.corrupt_frames += 1  # damaged in transit or not of this bundle: dropped
+        elif result is None or result is WriteResult.WRITTEN:
+            self._frames.set()
 
     # --- worker -------------------------------------------------------------------------
 
@@ -291,6 +304,8 @@ class UpdateService:
             window=self.settings.window,
             stall_s=self.settings.stall_s,
             deadline_s=self.settings.deadline_s,
+            # "Busy" must be well inside a stall period, or a lost chunk waits for ever longer.
+            busy_s=min(1.0, self.settings.stall_s / 2),
         )
         session = TransferSession(
             directory=self._transfer_root / manifest.chunk_index.sha256,
@@ -300,9 +315,14 @@ class UpdateService:
             parse_index=functools.partial(_table, manifest),
             limits=limits,
             now_s=self._clock.monotonic_s(),
+            listener=secrets.randbelow(1 << 31),
         )
         request_topic = self._topics.request(self.settings.device_id, dep)
+        stream_topic = self._topics.stream(manifest.fleet, dep)
         self._active = (dep, session)
+        # Subscribed only while transferring. SUBSCRIBE goes out before our first request on
+        # the same connection, so the broker routes the answer to us.
+        self._bus.subscribe(stream_topic, self._on_stream)
         last_progress = 0.0
         try:
             while not self._stop.is_set():
@@ -330,4 +350,8 @@ class UpdateService:
             return None
         finally:
             self._active = None
+            try:
+                self._bus.unsubscribe(stream_topic)
+            except AgentError as exc:  # link down: the broker session is told on reconnect
+                log.debug("stream_unsubscribe_unsent", error=str(exc))
             session.close()

@@ -66,12 +66,14 @@ class TransferSession:
         limits: PlannerLimits,
         now_s: float,
         max_empty_stalls: int = 3,
+        listener: int | None = None,
     ) -> None:
         self.directory = directory
         self.index_ref = index_ref
         self._parse_index = parse_index
         self.limits = limits
         self.max_empty_stalls = max_empty_stalls
+        self.listener = listener
         self._lock = threading.Lock()
         self._started_s = now_s
         self.parts: PartFiles | None = None
@@ -114,7 +116,9 @@ class TransferSession:
         parts = PartFiles(self.directory, table, persist_every=max(64, 4 * self.limits.window))
         parts.open()
         self.parts = parts
-        self._planner = WindowPlanner(parts.bitmap, self.limits, self._planner.started_s)
+        self._planner = WindowPlanner(
+            parts.bitmap, self.limits, self._planner.started_s, jitter=self._planner.jitter
+        )
 
     def _on_index_piece(self, frame: Frame, now_s: float) -> None:
         piece = frame.index
@@ -134,7 +138,9 @@ class TransferSession:
             if not self._index_ok(data):
                 # Pieces carry no per-piece hash; start the index over from scratch.
                 log.warning("transfer_index_mismatch", dir=str(self.directory))
-                self._planner = WindowPlanner(ChunkBitmap(bitmap.size), self.limits, now_s)
+                self._planner = WindowPlanner(
+                    ChunkBitmap(bitmap.size), self.limits, now_s, jitter=self._planner.jitter
+                )
                 return
             self._start_chunks(data, persist=True)
 
@@ -143,6 +149,7 @@ class TransferSession:
     def on_frame(self, frame: Frame, now_s: float) -> WriteResult | None:
         with self._lock:
             self.frames_seen += 1
+            self._planner.saw_frame(now_s)
             if frame.kind is FrameKind.ACK:
                 self.acks += 1
                 return None
@@ -185,11 +192,12 @@ class TransferSession:
             if not plan.request:
                 return Tick(None, done=False)
             if self.parts is None:
-                return Tick(ChunkRequest(indexes=tuple(plan.request)), done=False)
+                return Tick(
+                    ChunkRequest(indexes=tuple(plan.request), listener=self.listener), done=False
+                )
             table = self.parts.table
-            return Tick(
-                ChunkRequest(chunks=tuple(table.to_local(i) for i in plan.request)), done=False
-            )
+            chunks = tuple(table.to_local(i) for i in plan.request)
+            return Tick(ChunkRequest(chunks=chunks, listener=self.listener), done=False)
 
     def finish(self) -> list[Path]:
         with self._lock:

@@ -71,15 +71,23 @@ def decode_frame(data: bytes) -> Frame:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRequest:
-    """Device -> server: chunk ``(file, index)`` pairs and chunk indexes (by file number)."""
+    """Device -> server: chunk ``(file, index)`` pairs and chunk indexes (by file number).
+
+    ``listener`` is a random token per stream subscription: the server learns when this
+    device started listening, so it resends a recently streamed chunk only to a device
+    that cannot have seen it (joined later), not to one that is merely behind.
+    """
 
     chunks: tuple[tuple[int, int], ...] = ()
     indexes: tuple[int, ...] = ()
+    listener: int | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"chunks": [list(c) for c in self.chunks]}
         if self.indexes:
             body["index"] = list(self.indexes)
+        if self.listener is not None:
+            body["s"] = self.listener
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
@@ -107,7 +115,11 @@ def decode_request(data: bytes) -> ChunkRequest:
         if not isinstance(item, list) or len(item) != 2:
             raise FrameError("each chunk is [file, index]")
         chunks.append((_non_negative_int(item[0]), _non_negative_int(item[1])))
-    return ChunkRequest(tuple(chunks), tuple(_non_negative_int(i) for i in raw_index))
+    raw_listener = body.get("s")
+    listener = None if raw_listener is None else _non_negative_int(raw_listener)
+    return ChunkRequest(
+        tuple(chunks), tuple(_non_negative_int(i) for i in raw_index), listener=listener
+    )
 
 
 @dataclass(frozen=True, slots=True)
