@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,26 @@ EDGETPU_SUFFIX = "_edgetpu.tflite"  # the name edgetpu_compiler gives its output
 GPU_ACCELERATORS = ("nvidia-gpu", "jetson-gpu")
 
 
-def backend_options(config: AgentConfig, model: ModelConfig, path: Path) -> BackendOptions:
-    """The backend options for ``model`` at ``path`` (the pipeline and bench both use it)."""
+def default_threads(board_threads: int, cores: int | None) -> int:
+    """The board's interpreter threads, capped at cores - 1.
+
+    XNNPACK splits an invoke over its threads and waits for the slowest; when capture
+    (often decoding on the same cores), preprocessing and post-processing preempt one of
+    them the whole invoke stalls, so one core is left for the rest of the pipeline.
+    """
+    if not cores:
+        return board_threads
+    return max(1, min(board_threads, cores - 1))
+
+
+def backend_options(
+    config: AgentConfig, model: ModelConfig, path: Path, cores: int | None = None
+) -> BackendOptions:
+    """The backend options for ``model`` at ``path`` (the pipeline and bench both use it).
+
+    A model's own ``threads`` is used as given; the board default is capped by
+    ``default_threads`` (``cores`` defaults to this machine's).
+    """
     board = config.board
     backend = config.backend_for(model)
     # Only EdgeTPU-compiled files get the delegate: a CPU model on a Coral board must
@@ -33,7 +52,7 @@ def backend_options(config: AgentConfig, model: ModelConfig, path: Path) -> Back
         providers = ("auto",)  # GPU providers this onnxruntime build has, CPU last
     width_height = model.input_size
     return BackendOptions(
-        threads=config.threads_for(model),
+        threads=model.threads or default_threads(board.inference_threads, cores or os.cpu_count()),
         edgetpu=edgetpu,
         edgetpu_library=board.edgetpu_library,
         providers=providers,

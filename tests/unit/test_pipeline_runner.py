@@ -302,6 +302,17 @@ def test_edgetpu_delegate_only_for_compiled_models():
     assert not backend_options(cpu_board, cpu_board.models[0], Path("m_edgetpu.tflite")).edgetpu
 
 
+def test_board_thread_default_leaves_a_core_but_a_models_own_count_is_kept():
+    pi = AgentConfig.model_validate(
+        {"board": {"inference_threads": 4}, "models": [{"slot": "a"}, {"slot": "b", "threads": 4}]}
+    )
+    path = Path("m.tflite")
+    assert backend_options(pi, pi.models[0], path, cores=4).threads == 3
+    assert backend_options(pi, pi.models[0], path, cores=8).threads == 4
+    assert backend_options(pi, pi.models[0], path, cores=1).threads == 1
+    assert backend_options(pi, pi.models[1], path, cores=4).threads == 4  # set explicitly
+
+
 def test_input_size_and_providers_reach_the_onnx_backend(tmp_path):
     """[width, height] from config loads the dynamic-size classifier at 48x192, not 640x640."""
     model_path = find_asset("models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
