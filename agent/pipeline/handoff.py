@@ -28,12 +28,11 @@ if TYPE_CHECKING:
 
 POST_QUEUE_DEPTH = 4
 # Just-in-time preprocessing: the next frame is taken ``slack`` before the model is
-# expected to be free, so it is fresh yet ready in time. The slack adapts: it grows
-# when the inference thread found no frame ready (the prep thread woke late, e.g. on
+# expected to be free, so it is fresh yet ready in time. The slack adapts: it grows by
+# how long the inference thread waited for a frame (the prep thread woke late, e.g. on
 # a loaded machine) and shrinks slowly while frames are ready in time.
 SLACK_MIN_FRACTION = 0.1  # of the expected invoke, plus SLACK_MIN_S
 SLACK_MIN_S = 0.0002
-SLACK_GROW_FRACTION = 0.25
 SLACK_DECAY = 0.995
 EWMA_WEIGHT = 0.1
 
@@ -51,11 +50,16 @@ def prep_delay_s(
     return max(0.0, due_s - now_s)
 
 
-def adapt_slack(slack_s: float, invoke_est_s: float, *, starved: bool) -> float:
-    """The next slack: grow fast after a starved invoke, decay slowly to the floor."""
+def adapt_slack(slack_s: float, invoke_est_s: float, late_s: float) -> float:
+    """The next slack: grow by how late the last frame was, else decay slowly to the floor.
+
+    ``late_s`` is how long the inference thread waited for a frame after an invoke
+    (0 when one was ready), so the slack follows the prep thread's actual wake-up
+    jitter instead of jumping to "prepare at once".
+    """
     floor_s = SLACK_MIN_FRACTION * invoke_est_s + SLACK_MIN_S
-    if starved:
-        return min(invoke_est_s, slack_s + SLACK_GROW_FRACTION * invoke_est_s + SLACK_MIN_S)
+    if late_s > 0.0:
+        return min(invoke_est_s, slack_s + late_s + SLACK_MIN_S)
     return max(floor_s, slack_s * SLACK_DECAY)
 
 

@@ -243,6 +243,7 @@ class ModelWorker:
     def _run_infer(self, generation: int) -> None:
         inputs = self._inputs
         just_invoked = False
+        starved_since = 0.0  # waiting for prep since (0: not starved)
         while self._current(generation):
             self._beats["infer"] = time.monotonic()
             if self._pending is not None:
@@ -250,13 +251,15 @@ class ModelWorker:
             inputs.infer_wake.clear()
             prepared = inputs.take()
             if prepared is None:
-                if just_invoked:  # the next frame was not ready in time: prepare earlier
-                    self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, starved=True)
+                if just_invoked:  # the next frame is not ready yet: how late will it be?
+                    starved_since = time.monotonic()
                     just_invoked = False
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
-            if just_invoked:
-                self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, starved=False)
+            if just_invoked or starved_since:
+                late = time.monotonic() - starved_since if starved_since else 0.0
+                self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, late)
+                starved_since = 0.0
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue

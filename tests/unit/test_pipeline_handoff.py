@@ -93,13 +93,17 @@ def test_prep_delay_takes_the_frame_just_before_the_model_is_free():
     assert ewma(1.0, 2.0) == pytest.approx(1.1)
 
 
-def test_slack_grows_when_starved_and_decays_to_a_floor():
+def test_slack_grows_by_lateness_and_decays_to_a_floor():
     invoke = 0.010
-    slack = 0.0
-    for _ in range(10):  # starved again and again: prepare right away (slack = invoke)
-        slack = adapt_slack(slack, invoke, starved=True)
+    floor = 0.1 * invoke + 0.0002
+    slack = adapt_slack(0.0, invoke, 0.0)
+    assert slack == pytest.approx(floor)
+    slack = adapt_slack(slack, invoke, 0.003)  # the frame came 3 ms late: start 3 ms earlier
+    assert slack == pytest.approx(floor + 0.003 + 0.0002)
+    for _ in range(10):  # late again and again: prepare right away (slack = invoke)
+        slack = adapt_slack(slack, invoke, 0.004)
     assert slack == pytest.approx(invoke)
     assert prep_delay_s(100.0, 100.0, invoke, 0.001, slack) == 0.0
     for _ in range(5000):  # always in time: back to the floor, never below
-        slack = adapt_slack(slack, invoke, starved=False)
-    assert slack == pytest.approx(0.1 * invoke + 0.0002)
+        slack = adapt_slack(slack, invoke, 0.0)
+    assert slack == pytest.approx(floor)
