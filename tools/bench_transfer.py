@@ -39,12 +39,13 @@ from agent.fleet.keys import init_keys  # noqa: E402
 from agent.fleet.mqttclient import FleetClient  # noqa: E402
 from agent.fleet.served import load_bundle  # noqa: E402
 from agent.log import configure  # noqa: E402
-from agent.update.installer import Installer  # noqa: E402
+from agent.update.installer import Installer, InstallResult  # noqa: E402
 from agent.update.manifest import Manifest  # noqa: E402
 from agent.update.policy import DeviceFacts  # noqa: E402
 from agent.update.probe import TrialResult  # noqa: E402
 from agent.update.transfer.service import ServiceSettings, UpdateService  # noqa: E402
 from agent.update.transfer.wire import HEADER_BYTES, Topics  # noqa: E402
+from agent.update.verify import Verified  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 TOPICS = Topics("ea/v1")
@@ -64,6 +65,21 @@ class PassProbe:
 
     def restored(self, slot: str, model_path: Path | None) -> None:
         del slot, model_path
+
+
+class DeliveryOnlyInstaller(Installer):
+    """The real verify (signature, targeting, floors); ``install`` only confirms the files.
+
+    ``fleet --install skip``: the figure then covers the delivery protocol (manifest,
+    chunk transfer, per-chunk and whole-file checks) without 200 stagings competing for
+    this process's one GIL.
+    """
+
+    def install(self, verified: Verified, files_dir: Path) -> InstallResult:
+        manifest = verified.manifest
+        ok = all((files_dir / f.name).stat().st_size == f.length for f in manifest.files)
+        outcome = "committed" if ok else "inconsistent"
+        return InstallResult(manifest.slot, outcome, None, manifest.manifest_version)
 
 
 class FanoutHub:
@@ -185,13 +201,19 @@ def serve_process(url: str, bundle: Path) -> None:
     server = ChunkServer(client, TOPICS, [load_bundle(bundle)], stop)
     server.start()
     time.sleep(0.2)
+    cpu_start = time.process_time()
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     stop.set()
     server.join()
     client.close()
     stats = server.stats
-    doc = {"frames": stats.frames, "bytes": stats.bytes, "skipped": stats.skipped_recent}
+    doc = {
+        "frames": stats.frames,
+        "bytes": stats.bytes,
+        "skipped": stats.skipped_recent,
+        "cpu_s": round(time.process_time() - cpu_start, 2),
+    }
     print(json.dumps(doc))
 
 
@@ -213,7 +235,13 @@ def make_bundle(work: Path, mb: float, chunk_size: int) -> Path:
 
 
 def run_devices(  # noqa: PLR0917 - a benchmark helper called twice
-    url: str, bundle: Path, keys: Path, work: Path, names: list[str], timeout_s: float
+    url: str,
+    bundle: Path,
+    keys: Path,
+    work: Path,
+    names: list[str],
+    timeout_s: float,
+    installer_class: type[Installer] = Installer,
 ) -> dict[str, Any]:
     client = FleetClient(url).connect()
     hub = FanoutHub(client)
@@ -222,7 +250,7 @@ def run_devices(  # noqa: PLR0917 - a benchmark helper called twice
     buses = []
     for owner, name in enumerate(names):
         state = work / "devices" / name
-        installer = Installer(
+        installer = installer_class(
             state,
             provisioned_root=keys / "root.json",
             facts=DeviceFacts(name, FLEET, {}),
@@ -272,6 +300,7 @@ def run_devices(  # noqa: PLR0917 - a benchmark helper called twice
         "server_frames": server_stats["frames"],
         "server_bytes": server_stats["bytes"],
         "server_skipped_recent": server_stats["skipped"],
+        "server_cpu_s": server_stats["cpu_s"],
         "bundle_bytes": served.manifest.total_length,
     }
 
@@ -287,6 +316,12 @@ def main() -> int:
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--chunk-size", type=int, default=128 * 1024)
+    parser.add_argument(
+        "--install",
+        choices=["real", "skip"],
+        default="real",
+        help="fleet: real installer, or delivery only (verify + transfer + file checks)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (default: temp)")
     args = parser.parse_args()
     configure(level="error")
@@ -324,17 +359,14 @@ def main() -> int:
                 **e2e,
             }
         else:
-            one = run_devices(broker.url, bundle, work / "keys", work / "one", ["dev-0"], 600)
-            many = run_devices(
-                broker.url,
-                bundle,
-                work / "keys",
-                work / "many",
-                [f"dev-{i}" for i in range(args.devices)],
-                1800,
-            )
+            cls = DeliveryOnlyInstaller if args.install == "skip" else Installer
+            keys = work / "keys"
+            one = run_devices(broker.url, bundle, keys, work / "one", ["dev-0"], 600, cls)
+            names = [f"dev-{i}" for i in range(args.devices)]
+            many = run_devices(broker.url, bundle, keys, work / "many", names, 1800, cls)
             out = {
                 "mode": "fleet",
+                "install": args.install,
                 "mb": args.mb,
                 "one": one,
                 "many": many,
