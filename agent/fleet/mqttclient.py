@@ -27,6 +27,7 @@ log = get_logger(__name__)
 
 MessageCallback = Callable[[str, bytes], None]
 _ids = itertools.count()
+_MATCH_CACHE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class FleetClient:
                 ctx.load_cert_chain(tls.cert, tls.key or None)
             self._client.tls_set_context(ctx)
         self._subs: dict[str, MessageCallback] = {}
+        # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
+        self._matches: dict[str, list[MessageCallback]] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
@@ -130,12 +133,14 @@ class FleetClient:
     def subscribe(self, topic_filter: str, callback: MessageCallback) -> None:
         with self._lock:
             self._subs[topic_filter] = callback
+            self._matches.clear()
         if self.connected:
             self._client.subscribe(topic_filter, qos=1)
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
             self._subs.pop(topic_filter, None)
+            self._matches.clear()
         if self.connected:
             self._client.unsubscribe(topic_filter)
 
@@ -172,7 +177,13 @@ class FleetClient:
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            matches = [cb for f, cb in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
+            matches = self._matches.get(msg.topic)
+            if matches is None:
+                subs = self._subs.items()
+                matches = [cb for f, cb in subs if mqtt.topic_matches_sub(f, msg.topic)]
+                if len(self._matches) >= _MATCH_CACHE:
+                    self._matches.clear()
+                self._matches[msg.topic] = matches
         for callback in matches:
             try:
                 callback(msg.topic, bytes(msg.payload))

@@ -44,6 +44,7 @@ BUSY_REASONS = frozenset(
     {"Server busy", "Quota exceeded", "Connection rate exceeded", "Server unavailable"}
 )
 SESSION_EXPIRY_S = 7 * 86400
+MATCH_CACHE = 1024  # distinct topics remembered; cleared on (un)subscribe
 
 
 class LinkDownError(TransportError):
@@ -111,6 +112,8 @@ class Link:
         # Filters dropped while the link was down: the persistent broker session still has
         # them, so they are unsubscribed on the next connect.
         self._unsubs: set[str] = set()
+        # topic -> matching callbacks (paho's matcher per message is slow on chunk streams).
+        self._matches: dict[str, list[MessageCallback]] = {}
         self._subs_lock = threading.Lock()
         self._ack_listeners: list[AckListener] = []
         self.generation = 0
@@ -146,6 +149,7 @@ class Link:
         with self._subs_lock:
             self._subs[topic_filter] = callback
             self._unsubs.discard(topic_filter)
+            self._matches.clear()
         client = self._client
         if client is not None and self.connected:
             client.subscribe(topic_filter, qos=1)
@@ -158,6 +162,7 @@ class Link:
         with self._subs_lock:
             self._subs.pop(topic_filter, None)
             self._unsubs.add(topic_filter)
+            self._matches.clear()
         client = self._client
         if client is not None and self.connected:
             rc, _mid = client.unsubscribe(topic_filter)
@@ -358,7 +363,13 @@ class Link:
     @_safe("on_message")
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._subs_lock:
-            matches = [cb for f, cb in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
+            matches = self._matches.get(msg.topic)
+            if matches is None:
+                subs = self._subs.items()
+                matches = [cb for f, cb in subs if mqtt.topic_matches_sub(f, msg.topic)]
+                if len(self._matches) >= MATCH_CACHE:
+                    self._matches.clear()
+                self._matches[msg.topic] = matches
         for callback in matches:
             try:
                 callback(msg.topic, bytes(msg.payload))

@@ -72,8 +72,10 @@ def test_planner_window_stall_and_deadline() -> None:
         bitmap.add(index)
         planner.arrived(index, 0.2, fresh=True)
     assert planner.plan(0.3).request == []  # 3 free slots < min_batch
+    assert not planner.wants_plan  # the driver need not wake for these arrivals
     bitmap.add(3)
     planner.arrived(3, 0.3, fresh=True)
+    assert planner.wants_plan
     assert planner.plan(0.4).request == [8, 9, 10, 11]
     # Nothing more arrives: after stall_s the lost ones are asked again.
     stalled = planner.plan(2.5)

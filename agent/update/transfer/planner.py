@@ -82,6 +82,12 @@ class WindowPlanner:
         if fresh:
             self.last_progress_s = now_s
 
+    @property
+    def wants_plan(self) -> bool:
+        """Enough window slots are free for a request (or nothing is in flight)."""
+        room = self.limits.window - len(self.in_flight)
+        return not self.in_flight or room >= min(self.limits.min_batch, self.limits.window)
+
     def saw_frame(self, now_s: float) -> None:
         """Any frame on the stream (duplicates, acks, chunks for others): the stream is busy."""
         self.last_frame_s = now_s

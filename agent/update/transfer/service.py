@@ -191,7 +191,9 @@ class UpdateService:
         # failed their check change nothing (on a busy shared stream most frames are that).
         if result is WriteResult.REJECTED:
             self.corrupt_frames += 1  # damaged in transit or not of this bundle: dropped
-        elif result is None or result is WriteResult.WRITTEN:
+        elif (result is None or result is WriteResult.WRITTEN) and active[1].wants_tick:
+            # Waking the driver per chunk costs a thread switch each; a request needs
+            # ``min_batch`` free slots anyway (stalls are found by its own 50 ms wait).
             self._frames.set()
 
     # --- worker -------------------------------------------------------------------------
@@ -306,6 +308,8 @@ class UpdateService:
             deadline_s=self.settings.deadline_s,
             # "Busy" must be well inside a stall period, or a lost chunk waits for ever longer.
             busy_s=min(1.0, self.settings.stall_s / 2),
+            # Fewer, larger requests: ask once a quarter of the window is free.
+            min_batch=max(1, self.settings.window // 4),
         )
         session = TransferSession(
             directory=self._transfer_root / manifest.chunk_index.sha256,

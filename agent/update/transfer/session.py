@@ -165,6 +165,11 @@ class TransferSession:
                 self._planner.arrived(global_index, now_s, fresh=True)
             return result
 
+    @property
+    def wants_tick(self) -> bool:
+        """A tick now could send a request or finish (the driver need not wake otherwise)."""
+        return self.parts is None or self.parts.bitmap.complete or self._planner.wants_plan
+
     def tick(self, now_s: float) -> Tick:
         """What to request now; raises DownloadError when the transfer cannot finish."""
         with self._lock:
