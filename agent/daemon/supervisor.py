@@ -260,7 +260,7 @@ class Supervisor:
         self.outbox.put_json(topic, doc, MsgClass.ALARM, qos=1, retain=True)
 
     def _birth_extra(self) -> dict[str, Any]:
-        models = self.pipeline.model_info() if self.pipeline else {}
+        models = self.pipeline.model_info() if self.pipeline else self._planned_models()
         self._birth_models = models
         return {
             "agent_version": __version__,
@@ -268,6 +268,14 @@ class Supervisor:
             "boot_id": boot_id(),
             # Version of the operator's desired config in effect (None: file only).
             "config_version": self.loaded.desired_version,
+        }
+
+    def _planned_models(self) -> dict[str, Any]:
+        """Before the pipeline is up: the model file each slot will load (store, else config)."""
+        installed = installed_model_paths(self.config, self.state_dir)
+        return {
+            m.slot: {"path": str(installed.get(m.slot, m.path)), "backend": m.backend}
+            for m in self.config.models
         }
 
     def refresh_birth_models(self) -> None:

@@ -179,9 +179,12 @@ def test_update_to_running_daemon_keeps_detecting(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     sup, cfg, watch = daemon
-    # The retained birth carries the models once the pipeline is up (re-published).
+    # The first birth (before the pipeline starts) already names the slot's model file; the
+    # retained state is re-published with the loaded model's details once it is up.
+    births = [d for _, d in watch.on(TOPICS.state) if d.get("online")]
+    assert births[0]["models"]["detector"]["path"] == str(short_range_model)
     assert wait_for(
-        lambda: any("detector" in d.get("models", {}) for _, d in watch.on(TOPICS.state)), 10
+        lambda: "runtime" in watch.on(TOPICS.state)[-1][1]["models"].get("detector", {}), 10
     ), watch.on(TOPICS.state)
     new = bundle(keys, tmp_path / "b2", short_range_model, 2)
     dep = deployment_id(new)
