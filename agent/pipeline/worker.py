@@ -214,6 +214,8 @@ class ModelWorker:
             feed.ring.release(feed.consumer)
             feed.motion_skipped += 1
             return
+        # Re-read: a swap during the just-in-time wait must not prepare for a closed model.
+        loaded = self.loaded or loaded
         index, tensor = self._inputs.free_buffer(loaded)
         transform = loaded.preprocessor.prepare(frame.image, tensor)
         feed.ring.release(feed.consumer)  # the frame is in the tensor now; free its slot
