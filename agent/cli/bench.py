@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="",
         help="ONNX Runtime providers, comma-separated (tensorrt,cuda,auto); default CPU",
     )
+    parser.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="run every pipeline stage in the inference thread (overlap_stages = false)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(func=run)
 
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source,
         input_size=args.input_size or SAMPLE_INPUT_SIZES.get(model.name),
         providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+        overlap_stages=not args.no_overlap,
     )
     result = run_bench(settings)
     if args.json:

@@ -77,6 +77,13 @@ class ModelConfig(StrictModel):
             "or auto on boards whose accelerator is a GPU."
         ),
     )
+    overlap_stages: bool = Field(
+        default=True,
+        description=(
+            "Preprocess and post-process in their own threads, overlapping the invoke; "
+            "false runs every stage in the inference thread (machines without a spare core)."
+        ),
+    )
     inference_timeout_s: float = Field(
         default=10.0, gt=0, description="An invoke older than this marks the model stuck."
     )

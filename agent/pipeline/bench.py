@@ -49,6 +49,7 @@ class BenchSettings:
     source: Literal["file", "replay"] = "file"
     input_size: tuple[int, int] | None = None  # (width, height) for dynamic-size models
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers; empty: CPU
+    overlap_stages: bool = True  # prep / infer / post threads (False: one thread)
 
 
 def load_average() -> float:
@@ -188,6 +189,7 @@ def bench_config(settings: BenchSettings, state_dir: Path) -> AgentConfig:
                     "threads": settings.threads,
                     "input_size": list(settings.input_size or ()),
                     "onnx_providers": list(settings.providers),
+                    "overlap_stages": settings.overlap_stages,
                 }
             ],
         }
@@ -300,6 +302,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "model": str(settings.model),
         "threads": settings.threads,
         "cores": os.cpu_count() or 0,
+        "overlap_stages": settings.overlap_stages,
         "backend": settings.backend,
         "input_shape": raw_result.pop("input_shape"),
         "rounds": rounds,

@@ -14,17 +14,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from agent.capture.ring import FrameRing
+from agent.events.filters import Debouncer
+from agent.events.motion import MotionGate
+from agent.pipeline.stats import RateWindow, SampleWindow
+
 if TYPE_CHECKING:
     from agent.capture.base import Frame
     from agent.inference.preprocess import Transform
     from agent.pipeline.model import LoadedModel
-    from agent.pipeline.worker import Feed
 
 POST_QUEUE_DEPTH = 4
 # Just-in-time preprocessing: the next frame is taken ``slack`` before the model is
@@ -65,6 +69,30 @@ def adapt_slack(slack_s: float, invoke_est_s: float, late_s: float) -> float:
 
 def ewma(previous: float, sample: float) -> float:
     return sample if previous <= 0.0 else previous + EWMA_WEIGHT * (sample - previous)
+
+
+@dataclass(slots=True)
+class Feed:
+    """One camera as seen by one model slot."""
+
+    ring: FrameRing
+    consumer: int
+    debounce: Debouncer
+    motion: MotionGate | None
+    inferred: RateWindow = field(default_factory=RateWindow)
+    motion_skipped: int = 0
+    discarded: int = 0  # taken but never fully processed (post queue full, model swap)
+
+
+class Timings:
+    """Per-stage sliding windows of one model slot, in milliseconds."""
+
+    def __init__(self, samples: int) -> None:
+        self.capture_age_ms = SampleWindow(samples)
+        self.preprocess_ms = SampleWindow(samples)
+        self.inference_ms = SampleWindow(samples)
+        self.postprocess_ms = SampleWindow(samples)
+        self.e2e_ms = SampleWindow(samples)
 
 
 @dataclass(slots=True)

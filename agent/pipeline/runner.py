@@ -30,9 +30,10 @@ from agent.events.motion import MotionGate
 from agent.events.seq import SeqAllocator
 from agent.events.types import EventSink
 from agent.log import get_logger
+from agent.pipeline.handoff import Feed
 from agent.pipeline.model import LoadedModel, backend_options, load_model
 from agent.pipeline.stats import SAMPLES_KEPT
-from agent.pipeline.worker import Feed, ModelWorker
+from agent.pipeline.worker import ModelWorker
 
 log = get_logger(__name__)
 

@@ -19,56 +19,31 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from agent.capture.base import Frame
-from agent.capture.ring import FrameRing
 from agent.config.model import ModelConfig
 from agent.errors import AgentError
-from agent.events.filters import Debouncer, apply_thresholds, suppress_overlaps
-from agent.events.motion import MotionGate
+from agent.events.filters import apply_thresholds, suppress_overlaps
 from agent.events.seq import SeqAllocator
 from agent.events.types import Detection, DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.pipeline.handoff import (
+    Feed,
     Inferred,
     InputPair,
     PostQueue,
     Prepared,
+    Timings,
     adapt_slack,
     ewma,
     prep_delay_s,
 )
 from agent.pipeline.model import LoadedModel
-from agent.pipeline.stats import SAMPLES_KEPT, HourCounter, RateWindow, SampleWindow
+from agent.pipeline.stats import SAMPLES_KEPT, HourCounter
 
 log = get_logger(__name__)
 
 IDLE_WAIT_S = 0.2
-
-
-@dataclass(slots=True)
-class Feed:
-    """One camera as seen by one model slot."""
-
-    ring: FrameRing
-    consumer: int
-    debounce: Debouncer
-    motion: MotionGate | None
-    inferred: RateWindow = field(default_factory=RateWindow)
-    motion_skipped: int = 0
-    discarded: int = 0  # taken but never fully processed (post queue full, model swap)
-
-
-class Timings:
-    """Per-stage sliding windows of one model slot, in milliseconds."""
-
-    def __init__(self, samples: int) -> None:
-        self.capture_age_ms = SampleWindow(samples)
-        self.preprocess_ms = SampleWindow(samples)
-        self.inference_ms = SampleWindow(samples)
-        self.postprocess_ms = SampleWindow(samples)
-        self.e2e_ms = SampleWindow(samples)
 
 
 class ModelWorker:
@@ -118,7 +93,9 @@ class ModelWorker:
         self._generation += 1
         now = time.monotonic()
         self._beats = dict.fromkeys(self._beats, now)
-        loops = {"prep": self._run_prep, "infer": self._run_infer, "post": self._run_post}
+        loops: dict[str, Callable[[int], None]] = {"infer": self._run_single}
+        if self.model.overlap_stages:
+            loops = {"prep": self._run_prep, "infer": self._run_infer, "post": self._run_post}
         self._threads = [
             threading.Thread(
                 target=loop,
@@ -192,7 +169,9 @@ class ModelWorker:
                 inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
             try:
-                self._prepare(picked, loaded, generation)
+                prepared = self._prepare(picked, loaded, generation)
+                if prepared is not None:
+                    inputs.offer(prepared)
             except Exception as exc:  # the thread must survive a bad frame
                 picked[0].ring.release(picked[0].consumer)
                 self._failed(exc, "preprocess")
@@ -207,24 +186,25 @@ class ModelWorker:
                 return feed, frame
         return None
 
-    def _prepare(self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int) -> None:
+    def _prepare(
+        self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int
+    ) -> Prepared | None:
         feed, frame = picked
         start = time.monotonic()
         if feed.motion is not None and not feed.motion.moved(frame.image):
             feed.ring.release(feed.consumer)
             feed.motion_skipped += 1
-            return
+            return None
         # Re-read: a swap during the just-in-time wait must not prepare for a closed model.
         loaded = self.loaded or loaded
         index, tensor = self._inputs.free_buffer(loaded)
         transform = loaded.preprocessor.prepare(frame.image, tensor)
         feed.ring.release(feed.consumer)  # the frame is in the tensor now; free its slot
         if generation != self._generation:
-            return
+            return None
         end = time.monotonic()
         self._prep_est_s = ewma(self._prep_est_s, end - start)
-        prepared = Prepared(feed, frame, loaded, index, tensor, transform, start, end)
-        self._inputs.offer(prepared)
+        return Prepared(feed, frame, loaded, index, tensor, transform, start, end)
 
     # --- infer thread -----------------------------------------------------------------
 
@@ -267,12 +247,16 @@ class ModelWorker:
                 continue
             just_invoked = True
             try:
-                self._invoke(prepared, generation)
+                inferred = self._invoke(prepared, generation)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
                 self._failed(exc, "inference")
+                continue
+            dropped = self._post.put(inferred) if inferred is not None else None
+            if dropped is not None:
+                dropped.prepared.feed.discarded += 1
 
-    def _invoke(self, prepared: Prepared, generation: int) -> None:
+    def _invoke(self, prepared: Prepared, generation: int) -> Inferred | None:
         start = time.monotonic()
         self.busy_since = start
         outputs = prepared.loaded.backend.infer(prepared.tensor)
@@ -280,10 +264,32 @@ class ModelWorker:
         end = time.monotonic()
         self._invoke_est_s = ewma(self._invoke_est_s, end - start)
         if generation != self._generation:
-            return  # abandoned by the watchdog while blocked in infer()
-        dropped = self._post.put(Inferred(prepared, outputs, start, end))
-        if dropped is not None:
-            dropped.prepared.feed.discarded += 1
+            return None  # abandoned by the watchdog while blocked in infer()
+        return Inferred(prepared, outputs, start, end)
+
+    # --- all stages in one thread (overlap_stages = false) ----------------------------
+
+    def _run_single(self, generation: int) -> None:
+        """Take, preprocess, invoke and post-process in turn: no hand-offs to wait for."""
+        while self._current(generation):
+            self._beats = dict.fromkeys(self._beats, time.monotonic())
+            if self._pending is not None:
+                self._apply_pending()
+            self._inputs.prep_wake.clear()
+            loaded = self.loaded
+            picked = None if loaded is None else self._take()
+            if picked is None or loaded is None:
+                self._inputs.prep_wake.wait(IDLE_WAIT_S)
+                continue
+            try:
+                prepared = self._prepare(picked, loaded, generation)
+                inferred = None if prepared is None else self._invoke(prepared, generation)
+                if inferred is not None:
+                    self._finish(inferred)
+            except Exception as exc:  # the thread must survive a bad frame or a decoder bug
+                picked[0].ring.release(picked[0].consumer)
+                picked[0].discarded += 1
+                self._failed(exc, "pipeline")
 
     # --- post thread -----------------------------------------------------------------
 

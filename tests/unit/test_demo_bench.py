@@ -43,6 +43,7 @@ def test_bench_json(capsys):
         assert pipe[stage]["n"] == pipe["frames_inferred"], stage
     assert pipe["post_dropped"] >= 0
     assert set(result["load_avg"]) == {"before", "after"}
+    assert result["overlap_stages"] is True
 
 
 def test_bench_runs_a_dynamic_size_onnx_classifier_at_its_own_size(capsys):
@@ -53,8 +54,11 @@ def test_bench_runs_a_dynamic_size_onnx_classifier_at_its_own_size(capsys):
     assert result["input_shape"] == [1, 3, 48, 192]  # not the 640x640 default
     assert result["runtime"]["name"] == "onnxruntime"
     assert result["pipeline"]["ips"] > 0
-    assert main([*args, "--input-size", "96x32", "--seconds", "0.5", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["input_shape"] == [1, 3, 32, 96]
+    assert main([*args, "--input-size", "96x32", "--seconds", "0.5", "--no-overlap", "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["input_shape"] == [1, 3, 32, 96]
+    assert small["overlap_stages"] is False
+    assert small["pipeline"]["ips"] > 0
 
 
 def test_bench_size_argument():

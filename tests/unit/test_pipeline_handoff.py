@@ -12,6 +12,7 @@ from agent.events.filters import Debouncer
 from agent.inference.preprocess import Transform
 from agent.inference.registry import BackendOptions
 from agent.pipeline.handoff import (
+    Feed,
     Inferred,
     InputPair,
     PostQueue,
@@ -21,7 +22,6 @@ from agent.pipeline.handoff import (
     prep_delay_s,
 )
 from agent.pipeline.model import LoadedModel, load_model
-from agent.pipeline.worker import Feed
 
 
 @pytest.fixture
