@@ -45,6 +45,7 @@ class ServerStats:
     frames: int = 0
     bytes: int = 0
     skipped_recent: int = 0
+    held: int = 0  # re-sends delayed to be shared by late joiners
     devices: set[str] = field(default_factory=set)
 
 
@@ -58,6 +59,7 @@ class ChunkServer:
         *,
         coalesce_s: float = 0.002,
         resend_guard_s: float = 2.0,
+        resend_hold_s: float = 0.1,
         chunk_qos: int = 0,
         mangle: Mangle | None = None,
     ) -> None:
@@ -69,6 +71,10 @@ class ChunkServer:
         self._coalesce_s = coalesce_s
         self._guard_s = resend_guard_s
         self._chunk_qos = chunk_qos
+        self._hold_s = resend_hold_s
+        # Re-sends wait ``resend_hold_s`` so late joiners asking for the same early chunks
+        # within that time share one copy: deployment -> item -> (due, listening since).
+        self._held: dict[str, dict[Item, tuple[float, float]]] = {}
         # Per deployment: wanted item -> the latest "listening since" among its requesters.
         self._pending: dict[str, dict[Item, float]] = {}
         self._last_sent: dict[tuple[str, Item], float] = {}
@@ -117,26 +123,49 @@ class ChunkServer:
                 pending[item] = max(pending.get(item, since), since)
         self._wake.set()
 
+    def _next_due_s(self) -> float:
+        dues = [due for held in self._held.values() for due, _ in held.values()]
+        return min(dues, default=time.monotonic() + 0.5)
+
+    def _release_due(self, now: float) -> set[tuple[str, Item]]:
+        """Move held re-sends that are due into the pending batch (caller holds the lock)."""
+        released: set[tuple[str, Item]] = set()
+        for deployment_id, held in self._held.items():
+            for item, (due, since) in list(held.items()):
+                if due <= now:
+                    del held[item]
+                    pending = self._pending.setdefault(deployment_id, {})
+                    pending[item] = max(pending.get(item, since), since)
+                    released.add((deployment_id, item))
+        return released
+
     def _run(self) -> None:
         idle_since = -1e18
         while not self._stop.is_set():
-            if not self._wake.wait(0.5):
-                continue
+            timeout = min(0.5, max(0.0, self._next_due_s() - time.monotonic()))
+            self._wake.wait(timeout)
             self._wake.clear()
+            with self._lock:
+                released = self._release_due(time.monotonic())
+                if not self._pending:
+                    continue
             if time.monotonic() - idle_since >= _IDLE_S:
                 # A new window after a pause: let other devices' requests for it land in this
                 # batch. While the stream flows, requests pool during publishing anyway.
                 self._stop.wait(self._coalesce_s)
             with self._lock:
+                released |= self._release_due(time.monotonic())
                 pending, self._pending = self._pending, {}
             for deployment_id, items in pending.items():
                 try:
-                    self._serve(self._bundles[deployment_id], items)
+                    self._serve(self._bundles[deployment_id], items, released)
                 except Exception as exc:
                     log.exception("chunk_serve_failed", deployment=deployment_id, error=str(exc))
             idle_since = time.monotonic()
 
-    def _serve(self, bundle: ServedBundle, items: dict[Item, float]) -> None:
+    def _serve(
+        self, bundle: ServedBundle, items: dict[Item, float], released: set[tuple[str, Item]]
+    ) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
         frames: list[bytes] = []
@@ -145,6 +174,9 @@ class ChunkServer:
             sent = self._last_sent.get(key)
             if sent is not None and resend_not_needed(sent, items[item], now, self._guard_s):
                 self.stats.skipped_recent += 1
+                continue
+            if sent is not None and key not in released and self._hold_s > 0:
+                self._hold(bundle.deployment_id, item, items[item], now)
                 continue
             kind, file_no, index = item
             payload = (
@@ -164,6 +196,13 @@ class ChunkServer:
             self.stats.frames += 1
             self.stats.bytes += len(frame)
         self._client.publish(topic, encode_frame(FrameKind.ACK, 0, 0, b""), qos=1)
+
+    def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> None:
+        with self._lock:
+            held = self._held.setdefault(deployment_id, {})
+            due, old_since = held.get(item, (now + self._hold_s, since))
+            held[item] = (due, max(old_since, since))
+        self.stats.held += 1
 
 
 def resend_not_needed(

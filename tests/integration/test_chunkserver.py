@@ -1,0 +1,80 @@
+"""The chunk server's sharing rules against a real Mosquitto: resend guard and resend hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.fleet.chunkserver import ChunkServer
+from agent.fleet.keys import init_keys
+from agent.fleet.mqttclient import FleetClient
+from agent.fleet.served import load_bundle
+from agent.update.transfer.wire import ChunkRequest, FrameKind, decode_frame
+from tests.integration.test_delivery import FLEET, TOPICS, make_bundle
+from tests.support.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.broker
+
+
+def test_guard_skips_listeners_that_saw_it_and_hold_shares_resends(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    dep = served.deployment_id
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def on_frame(_topic: str, payload: bytes) -> None:
+        frame = decode_frame(payload)
+        if frame.kind is FrameKind.CHUNK:
+            with lock:
+                seen.append(frame.index)
+
+    watcher = FleetClient(mosquitto.url).connect()
+    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
+    server_client = FleetClient(mosquitto.url).connect()
+    devices = FleetClient(mosquitto.url).connect()
+    stop = threading.Event()
+    server = ChunkServer(
+        server_client, TOPICS, [served], stop, resend_guard_s=5.0, resend_hold_s=0.3
+    )
+    server.start()
+    time.sleep(0.3)  # SUBACKs
+
+    def ask(device: str, listener: int) -> None:
+        request = ChunkRequest(chunks=((0, 0),), listener=listener)
+        devices.publish(TOPICS.request(device, dep), request.encode())
+
+    def copies() -> int:
+        with lock:
+            return seen.count(0)
+
+    try:
+        ask("cam-a", 1)
+        deadline = time.monotonic() + 5
+        while copies() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert copies() == 1
+        ask("cam-a", 1)  # listening when it went out: in its backlog, not sent again
+        time.sleep(0.6)
+        assert copies() == 1
+        assert server.stats.skipped_recent >= 1
+        # Two devices that subscribed later ask within the hold: one shared re-send.
+        ask("cam-b", 2)
+        time.sleep(0.1)  # a separate batch, still inside cam-b's hold
+        ask("cam-c", 3)
+        deadline = time.monotonic() + 5
+        while copies() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.6)
+        assert copies() == 2
+        assert server.stats.held == 2  # both asked for it; one copy went out
+    finally:
+        stop.set()
+        server.join()
+        for client in (watcher, server_client, devices):
+            client.close()
