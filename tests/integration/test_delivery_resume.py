@@ -93,6 +93,9 @@ def test_kill_and_broker_restart_mid_transfer_resume_from_bitmap(
         assert len(served_chunks) >= total // 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
+        # Killed while subscribed to the stream: the restart unsubscribes it unless resumed.
+        marker = (state / "transfer" / "stream").read_text()
+        assert marker.endswith(f"/xfer/{served.deployment_id}/s")
         with lock:
             before_kill = set(served_chunks)
             served_chunks.clear()
@@ -106,6 +109,7 @@ def test_kill_and_broker_restart_mid_transfer_resume_from_bitmap(
         proc = _device(mosquitto, keys, state)
         final = op.wait_terminal("cam-k", served.deployment_id, timeout_s=60)
         assert final["status"] == "successful", final
+        assert not (state / "transfer" / "stream").exists()
         with lock:
             after = list(served_chunks)
         refetched = [i for i in after if i in before_kill]

@@ -144,8 +144,15 @@ class UpdateService:
         self._bus.subscribe(self._topics.deploy_filter(fleet), self._on_deploy)
         self._bus.subscribe(self._topics.heartbeat(fleet), self.freshness.on_message)
         # Streams are subscribed per transfer (see _transfer); drop the fleet-wide wildcard
-        # that older versions left in the broker's persistent session.
+        # that older versions left in the broker's persistent session, and the stream of a
+        # transfer this process was killed in (a resumed transfer subscribes again).
         self._bus.unsubscribe(f"{self._topics.root}/f/{fleet}/xfer/+/s")
+        try:
+            stale = self._stream_marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            stale = ""
+        if stale.startswith(f"{self._topics.root}/f/{fleet}/xfer/"):
+            self._bus.unsubscribe(stale)
         self._thread = threading.Thread(target=self._run, name="update-service", daemon=True)
         self._thread.start()
 
@@ -154,6 +161,21 @@ class UpdateService:
         self._frames.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    @property
+    def _stream_marker(self) -> Path:
+        return self._transfer_root / "stream"
+
+    def _mark_stream(self, topic: str | None) -> None:
+        """Remember the subscribed stream, so a restart after a kill can unsubscribe it."""
+        try:
+            if topic is None:
+                self._stream_marker.unlink(missing_ok=True)
+            else:
+                self._transfer_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._stream_marker.write_text(topic, encoding="utf-8")
+        except OSError as exc:  # a full disk costs at most a stale subscription
+            log.warning("stream_marker_failed", error=str(exc))
 
     # --- MQTT callbacks (network thread: store and wake only) --------------------------
 
@@ -326,6 +348,7 @@ class UpdateService:
         self._active = (dep, session)
         # Subscribed only while transferring. SUBSCRIBE goes out before our first request on
         # the same connection, so the broker routes the answer to us.
+        self._mark_stream(stream_topic)
         self._bus.subscribe(stream_topic, self._on_stream)
         last_progress = 0.0
         try:
@@ -358,4 +381,5 @@ class UpdateService:
                 self._bus.unsubscribe(stream_topic)
             except AgentError as exc:  # link down: the broker session is told on reconnect
                 log.debug("stream_unsubscribe_unsent", error=str(exc))
+            self._mark_stream(None)
             session.close()
