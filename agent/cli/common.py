@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,32 @@ def report_error(prog: str, exc: AgentError) -> int:
     return exc.exit_code
 
 
+def chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line (first word that is not a global option)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    skip_next = False
+    for word in words:
+        if skip_next:
+            skip_next = False
+        elif word == "--log-level":
+            skip_next = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def build_tool_parser(
-    prog: str, description: str, command_modules: Sequence[str]
+    prog: str,
+    description: str,
+    commands: Mapping[str, str],
+    argv: Sequence[str] | None = None,
 ) -> argparse.ArgumentParser:
-    """A parser whose subcommands come from modules that each define ``register(subparsers)``."""
+    """A parser whose subcommands come from modules that each define ``register(subparsers)``.
+
+    ``commands`` maps a command name to its module. Only the named command's module is
+    imported when one is given, so ``edge-agent demo`` does not pay for the update,
+    uplink and diagnostics imports (tens of MB on a Pi); ``--help`` imports them all.
+    """
     from agent import __version__  # noqa: PLC0415 - avoids a cycle through agent/__init__
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -80,7 +102,12 @@ def build_tool_parser(
         help="override logging.level",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in command_modules:
+    chosen = chosen_command(argv)
+    if chosen is not None and chosen in commands:
+        modules = [commands[chosen]]
+    else:
+        modules = list(dict.fromkeys(commands.values()))
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 

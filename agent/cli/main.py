@@ -8,28 +8,29 @@ from collections.abc import Sequence
 
 from agent.cli.common import build_tool_parser, run_tool
 
-# Each module has register(subparsers); the order is the order of --help.
-COMMAND_MODULES: tuple[str, ...] = (
-    "agent.cli.run",
-    "agent.cli.validate",
-    "agent.cli.diag",
-    "agent.cli.status",
-    "agent.cli.update",
-    "agent.cli.demo",
-    "agent.cli.bench",
-)
+# Command name → module with register(subparsers); the order is the order of --help.
+COMMANDS: dict[str, str] = {
+    "run": "agent.cli.run",
+    "validate-config": "agent.cli.validate",
+    "diag": "agent.cli.diag",
+    "status": "agent.cli.status",
+    "update": "agent.cli.update",
+    "demo": "agent.cli.demo",
+    "bench": "agent.cli.bench",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return build_tool_parser(
         "edge-agent",
         "Edge vision agent: camera inference, MQTT telemetry, signed model updates.",
-        COMMAND_MODULES,
+        COMMANDS,
+        argv,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_tool(build_parser(), argv)
+    return run_tool(build_parser(argv), argv)
 
 
 if __name__ == "__main__":

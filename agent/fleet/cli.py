@@ -9,25 +9,31 @@ from collections.abc import Sequence
 from agent.cli.common import build_tool_parser, run_tool
 from agent.log import configure
 
-# Each module has register(subparsers); the order is the order of --help.
-COMMAND_MODULES: tuple[str, ...] = (
-    "agent.fleet.keys",
-    "agent.fleet.bundle",
-    "agent.fleet.deliver",
-    "agent.fleet.observe",
-)
+# Command name → module with register(subparsers); a module may register several.
+COMMANDS: dict[str, str] = {
+    "keys": "agent.fleet.keys",
+    "root": "agent.fleet.keys",
+    "bundle": "agent.fleet.bundle",
+    "publish": "agent.fleet.deliver",
+    "serve": "agent.fleet.deliver",
+    "rollout": "agent.fleet.deliver",
+    "heartbeat": "agent.fleet.observe",
+    "status": "agent.fleet.observe",
+    "cmd": "agent.fleet.observe",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return build_tool_parser(
         "edge-fleet",
         "Operate an edge-agent fleet: trust keys, signed model bundles, rollouts.",
-        COMMAND_MODULES,
+        COMMANDS,
+        argv,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     # Logs go to stderr (warnings and up unless asked) so --json output owns stdout.
     level = parser.parse_known_args(argv)[0].log_level or "warning"
     configure(level=level)
