@@ -200,9 +200,54 @@ def check_edgetpu(board: BoardConfig, root: Path) -> CheckResult:
     return ok("accelerator", f"EdgeTPU present ({where}), {board.edgetpu_library} loads", **data)
 
 
+def nvidia_driver_version(text: str) -> str | None:
+    """``NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  ...`` → ``580.95.05``."""
+    for line in text.splitlines():
+        if line.startswith("NVRM version:"):
+            for word in line.split():
+                if word[:1].isdigit() and "." in word:
+                    return word
+    return None
+
+
+def check_nvidia_gpu(board: BoardConfig, root: Path) -> CheckResult:
+    try:
+        driver = nvidia_driver_version(
+            under(root, "/proc/driver/nvidia/version").read_text(errors="replace")
+        )
+    except OSError:
+        driver = None
+    nodes = [under(root, p) for p in board.gpu_device_paths]
+    missing = [str(p) for p in nodes if not p.exists()]
+    denied = [str(p) for p in nodes if p.exists() and not os.access(p, os.R_OK | os.W_OK)]
+    data = {"driver": driver, "missing": missing, "denied": denied}
+    if driver is None:
+        return fail(
+            "accelerator",
+            f"profile {board.name} expects an NVIDIA GPU but no driver is loaded",
+            "install the NVIDIA driver (nvidia-smi must work), or pick a CPU profile",
+            **data,
+        )
+    if missing or denied:
+        problems = []
+        if missing:
+            problems.append(f"missing: {', '.join(missing)}")
+        if denied:
+            problems.append(f"no read/write access: {', '.join(denied)}")
+        return fail(
+            "accelerator",
+            f"NVIDIA driver {driver}; " + "; ".join(problems),
+            "load nvidia-uvm (nvidia-modprobe -u -c=0) and add the user to the video group",
+            **data,
+        )
+    return ok("accelerator", f"NVIDIA GPU, driver {driver}, {len(nodes)} device node(s)", **data)
+
+
 def check_accelerator(board: BoardConfig, root: Path = Path("/")) -> CheckResult:
     if board.accelerator == "jetson-gpu":
         return check_jetson(board, root)
+    if board.accelerator == "nvidia-gpu":
+        return check_nvidia_gpu(board, root)
     if board.accelerator == "edgetpu":
         return check_edgetpu(board, root)
     return ok("accelerator", f"CPU only (profile {board.name})")

@@ -214,6 +214,31 @@ def test_accelerator_jetson(tmp_path: Path):
     assert "L4T" in not_jetson.detail
 
 
+def test_accelerator_discrete_nvidia(tmp_path: Path):
+    nodes = ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    board = BoardConfig(name="x86-nvidia", accelerator="nvidia-gpu", gpu_device_paths=nodes)
+    root = tmp_path / "good"
+    (root / "proc/driver/nvidia").mkdir(parents=True)
+    (root / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Tue Sep 30 2025\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+    )
+    (root / "dev").mkdir()
+    for node in nodes[:2]:
+        (root / node.lstrip("/")).write_text("")
+    missing_uvm = host.check_accelerator(board, root)
+    assert missing_uvm.status is Status.FAIL
+    assert "580.95.05" in missing_uvm.detail
+    assert "nvidia-uvm" in missing_uvm.detail
+    (root / "dev/nvidia-uvm").write_text("")
+    good = host.check_accelerator(board, root)
+    assert good.status is Status.OK
+    assert good.detail == "NVIDIA GPU, driver 580.95.05, 3 device node(s)"
+    no_driver = host.check_accelerator(board, tmp_path / "bare")
+    assert no_driver.status is Status.FAIL
+    assert "no driver" in no_driver.detail
+
+
 def test_accelerator_edgetpu(tmp_path: Path):
     libc = ctypes.util.find_library("c")
     assert libc is not None
