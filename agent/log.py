@@ -14,6 +14,10 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
+# Cached loggers are faster, but a module logger cached once ignores later configuration
+# (structlog.testing.capture_logs included): the test suite turns this off for the process.
+CACHE_LOGGERS_DEFAULT = True
+
 _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -35,9 +39,11 @@ def configure(
     level: str = "info",
     fmt: LogFormat = "auto",
     stream: TextIO | None = None,
-    cache_loggers: bool = True,
+    cache_loggers: bool | None = None,
 ) -> None:
     """Configure structlog and the stdlib root logger. Safe to call more than once."""
+    if cache_loggers is None:
+        cache_loggers = CACHE_LOGGERS_DEFAULT
     out = stream if stream is not None else sys.stderr
     renderer: structlog.types.Processor
     if _want_json(fmt, out):

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 import structlog
 
+from agent import log
 from agent.assets import find_asset
 from tests.support.mosquitto import MosquittoBroker, make_tls_files
+
+# Any test may configure logging; cached loggers would then hide later tests' log events.
+log.CACHE_LOGGERS_DEFAULT = False
 
 
 @pytest.fixture
