@@ -127,6 +127,7 @@ class Supervisor:
         self._last_health: dict[str, Any] | None = None
         # ``models`` as last sent in the retained birth; re-sent when the pipeline's differ.
         self._birth_models: dict[str, Any] | None = None
+        self._planned: dict[str, Any] | None = None
 
     # --- start ----------------------------------------------------------------------
 
@@ -260,7 +261,7 @@ class Supervisor:
         self.outbox.put_json(topic, doc, MsgClass.ALARM, qos=1, retain=True)
 
     def _birth_extra(self) -> dict[str, Any]:
-        models = self.pipeline.model_info() if self.pipeline else self._planned_models()
+        models = self._birth_model_map()
         self._birth_models = models
         return {
             "agent_version": __version__,
@@ -269,6 +270,15 @@ class Supervisor:
             # Version of the operator's desired config in effect (None: file only).
             "config_version": self.loaded.desired_version,
         }
+
+    def _birth_model_map(self) -> dict[str, Any]:
+        """Loaded models' details; slots not loaded yet (pipeline starting) show their file."""
+        if self._planned is None:  # read the store once, not on every telemetry tick
+            self._planned = self._planned_models()
+        models = {slot: dict(info) for slot, info in self._planned.items()}
+        if self.pipeline is not None:
+            models.update(self.pipeline.model_info())
+        return models
 
     def _planned_models(self) -> dict[str, Any]:
         """Before the pipeline is up: the model file each slot will load (store, else config)."""
@@ -281,11 +291,11 @@ class Supervisor:
     def refresh_birth_models(self) -> None:
         """Re-publish the retained birth once ``models`` changed (pipeline up, model updated).
 
-        The link connects before the pipeline exists, so the first birth has no models.
+        The link connects before the pipeline exists, so the first birth has planned files only.
         """
         if self.link is None or self.pipeline is None or self._birth_models is None:
             return
-        if self.pipeline.model_info() != self._birth_models:
+        if self._birth_model_map() != self._birth_models:
             self.link.refresh_birth()  # _birth_extra records what went out
 
     def health_components(self) -> dict[str, dict[str, str]]:
