@@ -14,6 +14,7 @@ import pytest
 from agent.config import load_config
 from agent.daemon.control import request
 from agent.daemon.supervisor import RESTART_EXIT_CODE, Supervisor
+from agent.errors import ModelLoadError
 from agent.events.types import Detection, DetectionEvent, EventSink
 from agent.uplink.topics import Topics
 from tests.integration.mqtt_helpers import Recorder
@@ -53,7 +54,7 @@ class FakePipeline:
         return {"camera:door": {"status": "ok", "detail": "fake"}}
 
     def reload_model(self, slot: str, path: Path) -> None:
-        raise NotImplementedError
+        raise ModelLoadError(f"the fake pipeline has no models to reload ({path})", model=slot)
 
     def model_info(self) -> dict[str, Any]:
         return {"detector": {"sha256": "0" * 64}}
