@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from agent import __version__
 from agent.config.root import AgentConfig
 from agent.inference.devicefacts import collect
+from agent.update.engines import EngineBuilder, default_engine_builder
 from agent.update.installer import Installer
 from agent.update.policy import DeviceFacts
 from agent.update.probe import HealthProbe
@@ -18,6 +20,18 @@ def device_facts(cfg: AgentConfig) -> DeviceFacts:
     return DeviceFacts(device_id=cfg.device.id, fleet=cfg.device.fleet, compat=facts)
 
 
+def engine_builders(cfg: AgentConfig) -> dict[str, EngineBuilder]:
+    """One staging-time engine builder per slot whose effective backend is TensorRT."""
+    builders: dict[str, EngineBuilder] = {}
+    for model in cfg.models:
+        if cfg.backend_for(model) != "tensorrt":
+            continue
+        width_height = model.input_size
+        size = (width_height[1], width_height[0]) if width_height else None  # config is [w, h]
+        builders[model.slot] = functools.partial(default_engine_builder, input_size=size)
+    return builders
+
+
 def build_installer(cfg: AgentConfig, probe: HealthProbe) -> Installer:
     return Installer(
         Path(cfg.storage.state_dir),
@@ -27,4 +41,5 @@ def build_installer(cfg: AgentConfig, probe: HealthProbe) -> Installer:
         slots=frozenset(m.slot for m in cfg.models),
         max_model_bytes=cfg.update.max_model_bytes,
         max_transitions=cfg.update.max_transitions,
+        engine_builders=engine_builders(cfg),
     )

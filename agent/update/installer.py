@@ -8,9 +8,10 @@ it is persisted once a manifest validates, so a replay of an older one fails).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from agent.errors import ActivationError, Reason, UpdateError, VerificationError
 from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
 from agent.update import faults
+from agent.update.engines import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
 from agent.update.journal import Journal, LoopBreakError, Phase, SlotJournal
 from agent.update.manifest import Manifest
 from agent.update.policy import DeviceFacts, Floor, Verdict, channel
@@ -72,8 +74,11 @@ class Installer:
         fault: faults.FaultHook = faults.hit,
         max_model_bytes: int = 512 * 1024 * 1024,
         max_transitions: int = 28,
+        engine_builders: Mapping[str, EngineBuilder] | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # Slots whose backend is TensorRT: an ONNX bundle gets its engine built while staging.
+        self.engine_builders = dict(engine_builders or {})
         self.facts = facts
         self.probe = probe
         self.slots = slots
@@ -178,9 +183,21 @@ class Installer:
             "backend": manifest.backend,
         }
         pending = self.journal.pending(slot) or b""
+        builder = self.engine_builders.get(slot)
+        derive = (
+            engine_stage_step(builder, self.state_dir / ENGINES_DIR, manifest.model_file)
+            if builder is not None and needs_engine(manifest.model_file)
+            else None
+        )
         try:
             self.store.stage(
-                slot, sha, manifest.files, Path(entry.source_dir), info=info, manifest_bytes=pending
+                slot,
+                sha,
+                manifest.files,
+                Path(entry.source_dir),
+                info=info,
+                manifest_bytes=pending,
+                derive=derive,
             )
             entry = self.journal.save(entry, Phase.STAGED)
             self.store.verify_version(slot, sha, manifest.files)
@@ -210,7 +227,14 @@ class Installer:
         model = self.store.current_model(entry.slot)
         if model is None:
             return self._rollback(entry, manifest, "current does not resolve after activation")
-        result = self.probe.trial(entry.slot, model, manifest)
+        info = self.store.version_info(entry.slot, entry.bundle_sha) or {}
+        # The probe loads the engine built at staging, not the signed ONNX file.
+        probed = (
+            dataclasses.replace(manifest, backend="tensorrt")
+            if info.get("engine_file")
+            else manifest
+        )
+        result = self.probe.trial(entry.slot, model, probed)
         if result.interrupted:
             return self._result("interrupted", Reason.INTERRUPTED, manifest, entry.bundle_sha)
         if not result.ok:

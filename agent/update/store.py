@@ -183,7 +183,9 @@ class ModelStore:
         info = self.version_info(slot, sha) if sha else None
         if sha is None or info is None:
             return None
-        return self.version_dir(slot, sha).resolve() / str(info["model_file"])
+        # A staging-time TensorRT engine (derived from the signed ONNX file) is what runs.
+        name = info.get("engine_file") or info["model_file"]
+        return self.version_dir(slot, sha).resolve() / str(name)
 
     # --- staging ---------------------------------------------------------------
 
@@ -196,8 +198,14 @@ class ModelStore:
         *,
         info: dict[str, Any],
         manifest_bytes: bytes,
+        derive: Callable[[Path], dict[str, Any]] | None = None,
     ) -> Path:
-        """Copy and verify every file into ``.v-<sha>``; idempotent for an already complete dir."""
+        """Copy and verify every file into ``.v-<sha>``; idempotent for an already complete dir.
+
+        ``derive`` runs on the staging dir after every file verified and before the
+        metadata is written: it may add store-owned ``_`` files and returns metadata to
+        merge (a failure removes the staging dir, like any other).
+        """
         final = self.version_dir(slot, sha)
         if final.is_dir() and (final / META_NAME).is_file():
             self.verify_version(slot, sha, files)
@@ -221,9 +229,10 @@ class ModelStore:
         try:
             for entry in files:
                 _copy_verified(source_dir / entry.name, tmp / entry.name, entry)
+            meta = {**info, **derive(tmp)} if derive is not None else info
             for name, data in (
                 (MANIFEST_NAME, manifest_bytes),
-                (META_NAME, json.dumps(info, sort_keys=True).encode("utf-8")),
+                (META_NAME, json.dumps(meta, sort_keys=True).encode("utf-8")),
             ):
                 fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as handle:
