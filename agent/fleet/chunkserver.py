@@ -195,7 +195,9 @@ class ChunkServer:
             self._client.publish(topic, frame, qos=self._chunk_qos)
             self.stats.frames += 1
             self.stats.bytes += len(frame)
-        self._client.publish(topic, encode_frame(FrameKind.ACK, 0, 0, b""), qos=1)
+        # The ack's index says how many frames this batch published: a batch the resend
+        # guard or hold emptied must not look like "chunks sent, none arrived" (too_large).
+        self._client.publish(topic, encode_frame(FrameKind.ACK, 0, len(frames), b""), qos=1)
 
     def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> None:
         with self._lock:

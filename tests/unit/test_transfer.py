@@ -14,6 +14,7 @@ from agent.errors import DownloadError, Reason
 from agent.update.transfer.bitmap import ChunkBitmap, load_bitmap, save_bitmap
 from agent.update.transfer.parts import PartFiles, WriteResult
 from agent.update.transfer.planner import PlannerLimits, Verdict, WindowPlanner
+from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.table import ChunkTable, table_from_bytes
 from agent.update.transfer.wire import (
     HEADER_BYTES,
@@ -281,3 +282,41 @@ def test_parts_whole_file_hash_survives_resume_without_rereading_twice(tmp_path:
     assert again._hashed == [table.total_chunks]
     (path,) = again.finish()
     assert path.read_bytes() == data
+
+
+def _ack_session(tmp_path: Path) -> tuple[TransferSession, bytes]:
+    chunk = 64
+    data = bytes(range(256)) * 2
+    table = table_from_bytes(chunk, [("m.bin", len(data), hashlib.sha256(data).hexdigest())], data)
+    index = b"index:" + hashlib.sha256(data).digest()
+    tmp_path.mkdir()
+    (tmp_path / "index").write_bytes(index)
+    session = TransferSession(
+        directory=tmp_path,
+        index_ref=IndexRef(len(index), hashlib.sha256(index).hexdigest(), chunk),
+        parse_index=lambda _b: table,
+        limits=PlannerLimits(window=4, stall_s=1.0, busy_s=0.0),
+        now_s=0.0,
+        max_empty_stalls=3,
+    )
+    return session, data
+
+
+def test_acks_of_batches_the_guard_emptied_never_read_as_a_size_limit(tmp_path: Path) -> None:
+    session, _ = _ack_session(tmp_path / "held")
+    for step in range(10):  # ten stall rounds, the server answering with empty batches
+        session.tick(step * 2.0)
+        session.on_frame(decode_frame(encode_frame(FrameKind.ACK, 0, 0, b"")), step * 2.0 + 0.1)
+    assert session.acks == 0
+
+    session, _ = _ack_session(tmp_path / "limit")
+    sent_four = decode_frame(encode_frame(FrameKind.ACK, 0, 4, b""))
+
+    def server_sends_but_nothing_arrives() -> None:
+        for step in range(10):
+            session.tick(step * 2.0)
+            session.on_frame(sent_four, step * 2.0 + 0.1)
+
+    with pytest.raises(DownloadError) as caught:
+        server_sends_but_nothing_arrives()
+    assert caught.value.reason is Reason.TOO_LARGE

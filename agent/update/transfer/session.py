@@ -151,7 +151,8 @@ class TransferSession:
             self.frames_seen += 1
             self._planner.saw_frame(now_s)
             if frame.kind is FrameKind.ACK:
-                self.acks += 1
+                if frame.index > 0:  # the server published frames in that batch
+                    self.acks += 1
                 return None
             if frame.kind is FrameKind.INDEX:
                 if self.parts is None:

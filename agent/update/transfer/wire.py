@@ -26,7 +26,9 @@ MAX_REQUEST_ITEMS = 256
 class FrameKind(enum.IntEnum):
     CHUNK = 0
     INDEX = 1
-    ACK = 2  # empty: "the server served a request"; tells a size-limit drop from no server
+    # Empty; index = frames the server published for the batch it answers. Acks after
+    # non-empty batches with no chunk ever arriving mean a broker size limit, not no server.
+    ACK = 2
 
 
 class FrameError(ValueError):
