@@ -139,15 +139,21 @@ def usb_ids(root: Path) -> set[tuple[str, str]]:
     return found
 
 
+def gpu_node_problems(board: BoardConfig, root: Path) -> tuple[list[Path], list[str], list[str]]:
+    """The profile's GPU device nodes, those missing, and those the agent cannot open."""
+    nodes = [under(root, p) for p in board.gpu_device_paths]
+    missing = [str(p) for p in nodes if not p.exists()]
+    denied = [str(p) for p in nodes if p.exists() and not os.access(p, os.R_OK | os.W_OK)]
+    return nodes, missing, denied
+
+
 def check_jetson(board: BoardConfig, root: Path) -> CheckResult:
     release_file = under(root, "/etc/nv_tegra_release")
     try:
         release = l4t_release(release_file.read_text(errors="replace"))
     except OSError:
         release = None
-    nodes = [under(root, p) for p in board.gpu_device_paths]
-    missing = [str(p) for p in nodes if not p.exists()]
-    denied = [str(p) for p in nodes if p.exists() and not os.access(p, os.R_OK | os.W_OK)]
+    nodes, missing, denied = gpu_node_problems(board, root)
     data = {"l4t": release, "missing": missing, "denied": denied}
     if release is None:
         return fail(
@@ -217,9 +223,7 @@ def check_nvidia_gpu(board: BoardConfig, root: Path) -> CheckResult:
         )
     except OSError:
         driver = None
-    nodes = [under(root, p) for p in board.gpu_device_paths]
-    missing = [str(p) for p in nodes if not p.exists()]
-    denied = [str(p) for p in nodes if p.exists() and not os.access(p, os.R_OK | os.W_OK)]
+    nodes, missing, denied = gpu_node_problems(board, root)
     data = {"driver": driver, "missing": missing, "denied": denied}
     if driver is None:
         return fail(
