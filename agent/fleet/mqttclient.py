@@ -11,7 +11,6 @@ import itertools
 import os
 import ssl
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -22,12 +21,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import BrokerUnavailableError, TransportError
 from agent.log import get_logger
+from agent.uplink.routes import MessageCallback, Routes
 
 log = get_logger(__name__)
 
-MessageCallback = Callable[[str, bytes], None]
 _ids = itertools.count()
-_MATCH_CACHE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +72,8 @@ class FleetClient:
             if tls.cert:
                 ctx.load_cert_chain(tls.cert, tls.key or None)
             self._client.tls_set_context(ctx)
-        self._subs: dict[str, MessageCallback] = {}
+        self._routes = Routes()
         # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
-        self._matches: dict[str, list[MessageCallback]] = {}
-        self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -131,16 +127,12 @@ class FleetClient:
             raise TransportError(f"publish to {topic} not acknowledged", topic=topic)
 
     def subscribe(self, topic_filter: str, callback: MessageCallback) -> None:
-        with self._lock:
-            self._subs[topic_filter] = callback
-            self._matches.clear()
+        self._routes.add(topic_filter, callback)
         if self.connected:
             self._client.subscribe(topic_filter, qos=1)
 
     def unsubscribe(self, topic_filter: str) -> None:
-        with self._lock:
-            self._subs.pop(topic_filter, None)
-            self._matches.clear()
+        self._routes.remove(topic_filter)
         if self.connected:
             self._client.unsubscribe(topic_filter)
 
@@ -157,9 +149,7 @@ class FleetClient:
         if reason.is_failure:
             log.warning("fleet_mqtt_refused", url=self.url, reason=str(reason))
             return
-        with self._lock:
-            filters = list(self._subs)
-        for topic_filter in filters:
+        for topic_filter in self._routes.filters():
             client.subscribe(topic_filter, qos=1)
         self._connected.set()
 
@@ -176,15 +166,7 @@ class FleetClient:
         self._connected.clear()
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            matches = self._matches.get(msg.topic)
-            if matches is None:
-                subs = self._subs.items()
-                matches = [cb for f, cb in subs if mqtt.topic_matches_sub(f, msg.topic)]
-                if len(self._matches) >= _MATCH_CACHE:
-                    self._matches.clear()
-                self._matches[msg.topic] = matches
-        for callback in matches:
+        for callback in self._routes.callbacks_for(msg.topic):
             try:
                 callback(msg.topic, bytes(msg.payload))
             except Exception as exc:

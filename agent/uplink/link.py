@@ -32,19 +32,18 @@ from agent.config.uplink import MqttConfig
 from agent.errors import TransportError
 from agent.log import get_logger
 from agent.retry import Backoff
+from agent.uplink.routes import MessageCallback, Routes
 from agent.uplink.session import next_session, read_session
 from agent.uplink.topics import Topics
 
 log = get_logger(__name__)
 
-MessageCallback = Callable[[str, bytes], None]
 AckListener = Callable[[int, int, bool], None]  # generation, mid, ok
 # CONNACK/DISCONNECT reason codes that mean "come back later" (MQTT 5 names; 3.1.1 rc 3).
 BUSY_REASONS = frozenset(
     {"Server busy", "Quota exceeded", "Connection rate exceeded", "Server unavailable"}
 )
 SESSION_EXPIRY_S = 7 * 86400
-MATCH_CACHE = 1024  # distinct topics remembered; cleared on (un)subscribe
 
 
 class LinkDownError(TransportError):
@@ -108,13 +107,10 @@ class Link:
         self._connected = threading.Event()
         self._lost = threading.Event()
         self._busy = False
-        self._subs: dict[str, MessageCallback] = {}
+        self._routes = Routes()
         # Filters dropped while the link was down: the persistent broker session still has
-        # them, so they are unsubscribed on the next connect.
+        # them, so they are unsubscribed on the next connect. Guarded by the routes' lock.
         self._unsubs: set[str] = set()
-        # topic -> matching callbacks (paho's matcher per message is slow on chunk streams).
-        self._matches: dict[str, list[MessageCallback]] = {}
-        self._subs_lock = threading.Lock()
         self._ack_listeners: list[AckListener] = []
         self.generation = 0
         self.session = 0
@@ -146,10 +142,9 @@ class Link:
         Callbacks run on paho's thread: keep them short and non-blocking. QoS 1 means a
         message may arrive twice (after a reconnect): callbacks must be idempotent.
         """
-        with self._subs_lock:
-            self._subs[topic_filter] = callback
+        with self._routes.lock:
+            self._routes.add(topic_filter, callback)
             self._unsubs.discard(topic_filter)
-            self._matches.clear()
         client = self._client
         if client is not None and self.connected:
             client.subscribe(topic_filter, qos=1)
@@ -159,16 +154,15 @@ class Link:
 
         Sent now when connected, else on the next connect (the session is persistent).
         """
-        with self._subs_lock:
-            self._subs.pop(topic_filter, None)
+        with self._routes.lock:
+            self._routes.remove(topic_filter)
             self._unsubs.add(topic_filter)
-            self._matches.clear()
         client = self._client
         if client is not None and self.connected:
             rc, _mid = client.unsubscribe(topic_filter)
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                with self._subs_lock:
-                    if topic_filter not in self._subs:
+                with self._routes.lock:
+                    if topic_filter not in self._routes:
                         self._unsubs.discard(topic_filter)
 
     def refresh_birth(self) -> bool:
@@ -332,8 +326,8 @@ class Link:
             self._lost.set()
             return
         client.publish(self.topics.state, self._birth_payload(), qos=1, retain=True)
-        with self._subs_lock:
-            filters = list(self._subs)
+        with self._routes.lock:
+            filters = self._routes.filters()
             stale, self._unsubs = list(self._unsubs), set()
         for topic_filter in stale:
             client.unsubscribe(topic_filter)
@@ -362,15 +356,7 @@ class Link:
 
     @_safe("on_message")
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._subs_lock:
-            matches = self._matches.get(msg.topic)
-            if matches is None:
-                subs = self._subs.items()
-                matches = [cb for f, cb in subs if mqtt.topic_matches_sub(f, msg.topic)]
-                if len(self._matches) >= MATCH_CACHE:
-                    self._matches.clear()
-                self._matches[msg.topic] = matches
-        for callback in matches:
+        for callback in self._routes.callbacks_for(msg.topic):
             try:
                 callback(msg.topic, bytes(msg.payload))
             except Exception as exc:

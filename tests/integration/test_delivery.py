@@ -165,7 +165,7 @@ def test_full_update_reports_every_phase_and_ignores_replays(
         served = load_bundle(bundle)
         assert not list((device.state_dir / "transfer").glob("*/files"))  # cleaned up
         # The stream was subscribed for the transfer only.
-        assert not [f for f in device.link._subs if "/xfer/" in f]
+        assert not [f for f in device.link._routes.filters() if "/xfer/" in f]
         assert not device.link._unsubs
         # T4: the same retained manifest again (as after a reconnect): no second install.
         before = len(docs)
