@@ -10,21 +10,18 @@ reopen, and be back to delivering frames, every time, without growing.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from agent.capture.ring import FrameRing
 from agent.capture.worker import CameraCapture, CaptureSettings
 from tests.fault.conftest import figure, open_fds, rss_mb
+from tests.support.pipe_camera import PipeCamera
 
 W, H = 160, 120
-FRAME_BYTES = W * H * 3
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
@@ -36,90 +33,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
     return predicate()
 
 
-class PipeSource:
-    def __init__(self, read_fd: int) -> None:
-        self._fd = read_fd
-
-    @property
-    def nominal_fps(self) -> float:
-        return 0.0
-
-    @property
-    def ended(self) -> bool:
-        return False
-
-    def read(self) -> npt.NDArray[np.uint8] | None:
-        chunks, need = [], FRAME_BYTES
-        while need:
-            try:
-                chunk = os.read(self._fd, need)
-            except OSError:
-                return None
-            if not chunk:
-                return None  # the writer went away (the camera dropped off)
-            chunks.append(chunk)
-            need -= len(chunk)
-        return np.frombuffer(b"".join(chunks), np.uint8).reshape(H, W, 3).copy()
-
-    def release(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-
-
-class PipeCamera:
-    """A new pipe per open(); a feeder thread writes frames into it while ``feeding`` is set."""
-
-    def __init__(self) -> None:
-        self.write_fds: list[int] = []
-        self.opens = 0
-        self.feeding = threading.Event()
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._feed, name="fault-feeder", daemon=True)
-        self._thread.start()
-
-    def open(self) -> PipeSource:
-        read_fd, write_fd = os.pipe()
-        with self._lock:
-            for fd in self.write_fds:  # the previous stream is gone for good
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.write_fds = [write_fd]
-            self.opens += 1
-        return PipeSource(read_fd)
-
-    def _feed(self) -> None:
-        value = 0
-        while not self.stop.is_set():
-            if self.feeding.is_set():
-                with self._lock:
-                    fds = list(self.write_fds)
-                for fd in fds:
-                    try:
-                        os.write(fd, bytes([value % 256]) * FRAME_BYTES)
-                    except OSError:
-                        pass
-                value += 1
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join(2)
-        with self._lock:
-            for fd in self.write_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.write_fds = []
-
-
 def run_cycles(cycles: int) -> dict[str, float]:
-    cam = PipeCamera()
+    cam = PipeCamera(W, H, "fault-feeder")
     ring = FrameRing("pipe")
     stop = threading.Event()
     settings = CaptureSettings(stall_timeout_s=0.25, reconnect_base_s=0.02, reconnect_max_s=0.05)

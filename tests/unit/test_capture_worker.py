@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from agent.capture import open_source
@@ -15,9 +14,9 @@ from agent.capture.ring import FrameRing
 from agent.capture.worker import CameraCapture, CaptureSettings
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
+from tests.support.pipe_camera import PipeCamera
 
 W, H = 32, 24
-FRAME_BYTES = W * H * 3
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -27,92 +26,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
-
-
-class PipeSource:
-    """Raw BGR frames read from an OS pipe, as from an ``ffmpeg -f rawvideo`` child.
-
-    read() blocks in os.read when the writer goes quiet: the real shape of a stalled stream.
-    """
-
-    def __init__(self, read_fd: int) -> None:
-        self._fd = read_fd
-
-    @property
-    def nominal_fps(self) -> float:
-        return 0.0
-
-    @property
-    def ended(self) -> bool:
-        return False
-
-    def read(self):
-        chunks, need = [], FRAME_BYTES
-        while need:
-            try:
-                chunk = os.read(self._fd, need)
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            need -= len(chunk)
-        return np.frombuffer(b"".join(chunks), np.uint8).reshape(H, W, 3).copy()
-
-    def release(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-
-
-class PipeCamera:
-    """Opens a new pipe per open(); a feeder thread writes frames while ``feeding`` is set."""
-
-    def __init__(self) -> None:
-        self.write_fds: list[int] = []
-        self.opens = 0
-        self.feeding = threading.Event()
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._feed, name="test-feeder", daemon=True)
-        self._thread.start()
-
-    def open(self) -> PipeSource:
-        read_fd, write_fd = os.pipe()
-        with self._lock:
-            # The previous writer goes away, as a camera that dropped off the network.
-            for fd in self.write_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.write_fds = [write_fd]
-            self.opens += 1
-        return PipeSource(read_fd)
-
-    def _feed(self) -> None:
-        value = 0
-        while not self.stop.is_set():
-            if self.feeding.is_set():
-                with self._lock:
-                    fds = list(self.write_fds)
-                for fd in fds:
-                    try:
-                        os.write(fd, bytes([value % 256]) * FRAME_BYTES)
-                    except OSError:
-                        pass
-                value += 1
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join(2)
-        for fd in self.write_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 @pytest.fixture
@@ -140,7 +53,7 @@ def test_real_clip_is_drained_into_the_ring(sample_clip, stop):
 
 
 def test_stalled_source_is_released_and_reopened(stop, log_events):
-    cam = PipeCamera()
+    cam = PipeCamera(W, H, "test-feeder")
     ring = FrameRing("pipe")
     settings = CaptureSettings(stall_timeout_s=0.3, reconnect_base_s=0.05, reconnect_max_s=0.1)
     capture = CameraCapture("pipe", cam.open, ring, stop, settings)
@@ -191,7 +104,7 @@ def test_source_that_never_opens_is_an_error_not_a_crash(tmp_path, stop, log_eve
 
 def test_failing_reads_count_as_a_stall_then_reopen(stop, log_events):
     """A source whose reads fail (EOF on a live stream) is released and reopened."""
-    cam = PipeCamera()
+    cam = PipeCamera(W, H, "test-feeder")
     ring = FrameRing("eof")
     settings = CaptureSettings(stall_timeout_s=0.2, reconnect_base_s=0.02, reconnect_max_s=0.05)
     capture = CameraCapture("eof", cam.open, ring, stop, settings)
