@@ -32,12 +32,15 @@ if TYPE_CHECKING:
 
 POST_QUEUE_DEPTH = 4
 # Just-in-time preprocessing: the next frame is taken ``slack`` before the model is
-# expected to be free, so it is fresh yet ready in time. The slack adapts: it grows by
-# how long the inference thread waited for a frame (the prep thread woke late, e.g. on
-# a loaded machine) and shrinks slowly while frames are ready in time.
-SLACK_MIN_FRACTION = 0.1  # of the expected invoke, plus SLACK_MIN_S
-SLACK_MIN_S = 0.0002
-SLACK_DECAY = 0.995
+# expected to be free, so it is fresh yet ready in time. The slack tracks a quantile of
+# the prep thread's wake-up jitter: a late frame (the model waited) raises it by a
+# step, a frame in time lowers it by a step LATE_TARGET / (1 - LATE_TARGET) as large,
+# so about LATE_TARGET of the frames arrive late, and then only by a little. Growing
+# by the whole lateness instead let one scheduler hiccup hold every following frame
+# in the buffer for hundreds of frames (capture-to-event grew by ~0.5 ms here).
+LATE_TARGET = 0.1
+SLACK_STEP_FRACTION = 0.05  # of the expected invoke
+SLACK_MIN_S = 0.00005
 EWMA_WEIGHT = 0.1
 
 
@@ -55,16 +58,18 @@ def prep_delay_s(
 
 
 def adapt_slack(slack_s: float, invoke_est_s: float, late_s: float) -> float:
-    """The next slack: grow by how late the last frame was, else decay slowly to the floor.
+    """The next slack: one step up after a late frame, a small step down after one in time.
 
     ``late_s`` is how long the inference thread waited for a frame after an invoke
-    (0 when one was ready), so the slack follows the prep thread's actual wake-up
-    jitter instead of jumping to "prepare at once".
+    (0 when one was ready). Bounded by ``SLACK_MIN_S`` and one whole invoke (prepare
+    at once: a model faster than its source never waits for the prep thread's timer).
     """
-    floor_s = SLACK_MIN_FRACTION * invoke_est_s + SLACK_MIN_S
+    step_s = SLACK_STEP_FRACTION * invoke_est_s
     if late_s > 0.0:
-        return min(invoke_est_s, slack_s + late_s + SLACK_MIN_S)
-    return max(floor_s, slack_s * SLACK_DECAY)
+        slack_s += step_s * (1.0 - LATE_TARGET)
+    else:
+        slack_s -= step_s * LATE_TARGET
+    return min(max(invoke_est_s, SLACK_MIN_S), max(SLACK_MIN_S, slack_s))
 
 
 def ewma(previous: float, sample: float) -> float:

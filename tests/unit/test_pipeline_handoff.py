@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,9 @@ from agent.events.filters import Debouncer
 from agent.inference.preprocess import Transform
 from agent.inference.registry import BackendOptions
 from agent.pipeline.handoff import (
+    LATE_TARGET,
+    SLACK_MIN_S,
+    SLACK_STEP_FRACTION,
     Feed,
     Inferred,
     InputPair,
@@ -93,17 +99,36 @@ def test_prep_delay_takes_the_frame_just_before_the_model_is_free():
     assert ewma(1.0, 2.0) == pytest.approx(1.1)
 
 
-def test_slack_grows_by_lateness_and_decays_to_a_floor():
+def test_slack_steps_up_when_late_and_creeps_down_when_in_time():
     invoke = 0.010
-    floor = 0.1 * invoke + 0.0002
+    step = SLACK_STEP_FRACTION * invoke
     slack = adapt_slack(0.0, invoke, 0.0)
-    assert slack == pytest.approx(floor)
-    slack = adapt_slack(slack, invoke, 0.003)  # the frame came 3 ms late: start 3 ms earlier
-    assert slack == pytest.approx(floor + 0.003 + 0.0002)
-    for _ in range(10):  # late again and again: prepare right away (slack = invoke)
+    assert slack == pytest.approx(SLACK_MIN_S)  # never below the floor
+    slack = adapt_slack(slack, invoke, 0.003)  # late: take the next frame a step earlier
+    assert slack == pytest.approx(SLACK_MIN_S + step * (1 - LATE_TARGET))
+    for _ in range(100):  # late again and again: prepare right away (slack = invoke)
         slack = adapt_slack(slack, invoke, 0.004)
     assert slack == pytest.approx(invoke)
     assert prep_delay_s(100.0, 100.0, invoke, 0.001, slack) == 0.0
+    # One hiccup costs one step, not its length: the next frames stay fresh.
+    before = slack = 0.002
+    slack = adapt_slack(slack, invoke, 0.008)
+    assert slack == pytest.approx(before + step * (1 - LATE_TARGET))
     for _ in range(5000):  # always in time: back to the floor, never below
         slack = adapt_slack(slack, invoke, 0.0)
-    assert slack == pytest.approx(floor)
+    assert slack == pytest.approx(SLACK_MIN_S)
+
+
+def test_slack_settles_where_the_target_share_of_frames_is_late():
+    rng = random.Random(7)
+    invoke = 0.010
+    jitter = [rng.expovariate(1 / 0.001) for _ in range(20000)]  # prep wake-up delays
+    slack, late = 0.0, 0
+    for i, delay in enumerate(jitter):
+        is_late = delay > slack
+        late += is_late and i >= len(jitter) // 2
+        slack = adapt_slack(slack, invoke, delay - slack if is_late else 0.0)
+    share = late / (len(jitter) // 2)
+    assert share == pytest.approx(LATE_TARGET, abs=0.03)
+    # And the slack sits near that quantile of the jitter (exponential: -ln(q) * mean).
+    assert slack == pytest.approx(-math.log(LATE_TARGET) * 0.001, rel=0.35)
