@@ -57,13 +57,17 @@ class SmallFs:
             ballast.write_bytes(b"")
             return ballast
         block = b"\0" * 65536
-        with ballast.open("wb") as handle:
+        # Unbuffered: a buffered writer would raise ENOSPC again on close for its leftovers.
+        with ballast.open("wb", buffering=0) as handle:
             try:
                 while True:
                     handle.write(block)
-                    handle.flush()
             except OSError:
                 pass
+            for size in (4096, 512, 1):  # the last partial blocks too
+                with contextlib.suppress(OSError):
+                    while handle.write(b"\0" * size):
+                        pass
         # Leave no partial block behind: the filesystem is at 0 bytes free now.
         return ballast
 
