@@ -6,6 +6,10 @@ are *live*. Live rows go out as fast as the in-flight window allows; backlog row
 most ``drain_rate_per_s``. Within each of the two streams rows go by class priority,
 then in acceptance order. A row is deleted only when the broker acknowledged it
 (PUBACK for QoS 1, written to the socket for QoS 0): delivery is at least once.
+
+When the delete itself fails (a full disk: SQLite cannot write its journal), the rows
+are remembered as settled, never sent again by this process, and the delete is retried
+each tick; only a restart before space returns re-sends them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ log = get_logger(__name__)
 
 MAX_INFLIGHT = 64
 TICK_S = 0.05
+MAX_UNDELETED = 100_000  # settled rows remembered while deletes fail; beyond: re-sent later
 
 
 @dataclass(slots=True)
@@ -68,6 +73,9 @@ class Publisher:
         self.bucket = TokenBucket(rate_per_s=rate, burst=max(1.0, rate / 2))
         self._session: _Session | None = None
         self._thread: threading.Thread | None = None
+        # Settled (acknowledged or refused) but not yet deleted: row id → class, counter.
+        self._undeleted: dict[int, tuple[MsgClass, str]] = {}
+        self._delete_failing = False
         self.sent = 0
 
     def start(self) -> None:
@@ -87,7 +95,9 @@ class Publisher:
         if not self.link.connected or self.outbox.store.clock.monotonic_s() >= self._grace_until:
             return True
         session = self._session
-        pending = self.outbox.store.next_rows(above_id=0, up_to_id=None, exclude=set(), limit=1)
+        pending = self.outbox.store.next_rows(
+            above_id=0, up_to_id=None, exclude=set(self._undeleted), limit=1
+        )
         return not pending and (session is None or not session.inflight)
 
     def _run(self) -> None:
@@ -117,6 +127,7 @@ class Publisher:
         session = self._session
         self.bucket.refill(self.outbox.store.clock.monotonic_s())
         busy = {row for row, _ in session.inflight.values()}
+        busy.update(self._undeleted)
         room = MAX_INFLIGHT - len(session.inflight)
         if room <= 0:
             return
@@ -159,9 +170,33 @@ class Publisher:
             entry = session.inflight.pop(mid, None)
             if entry is not None:
                 (done if ok else refused)[entry[0]] = entry[1]
-        if done:
-            self.outbox.store.delete(done)
+        for row_id, cls in done.items():
+            self._undeleted[row_id] = (cls, "delivered")
         if refused:
             # The broker said no (e.g. not authorised): resending would loop forever.
             log.warning("publish_refused_by_broker", count=len(refused))
-            self.outbox.store.delete(refused, counter="refused")
+            for row_id, cls in refused.items():
+                self._undeleted[row_id] = (cls, "refused")
+        self._delete_settled()
+
+    def _delete_settled(self) -> None:
+        if not self._undeleted:
+            return
+        by_counter: dict[str, dict[int, MsgClass]] = {}
+        for row_id, (cls, counter) in self._undeleted.items():
+            by_counter.setdefault(counter, {})[row_id] = cls
+        try:
+            for counter, rows in by_counter.items():
+                self.outbox.store.delete(rows, counter=counter)
+                for row_id in rows:
+                    del self._undeleted[row_id]
+        except StorageError as exc:  # sending goes on; the delete is retried next tick
+            if not self._delete_failing:
+                log.warning("outbox_delete_failed", rows=len(self._undeleted), error=str(exc))
+            self._delete_failing = True
+            while len(self._undeleted) > MAX_UNDELETED:  # oldest first: re-sent after restart
+                del self._undeleted[next(iter(self._undeleted))]
+        else:
+            if self._delete_failing:
+                log.info("outbox_delete_recovered")
+            self._delete_failing = False
