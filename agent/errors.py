@@ -34,6 +34,8 @@ class Reason(str, enum.Enum):
     SLOW_TRANSFER = "slow_transfer"
     INTERRUPTED = "interrupted"
     INCONSISTENT = "inconsistent"
+    # The manifest's HTTPS source refused for good (TLS, HTTP error, host not allowed).
+    DOWNLOAD_FAILED = "download_failed"
     # Not update reasons, but rejections of operator input on the command channel.
     MALFORMED = "malformed"
     UNKNOWN_OPERATION = "unknown_operation"
@@ -190,6 +192,14 @@ class VerificationError(UpdateError):
 
 class DownloadError(UpdateError):
     """A transfer failed, stalled, or delivered bytes that do not match the manifest."""
+
+
+class SourceError(DownloadError):
+    """A download source failed; ``transient``: asking again later may succeed."""
+
+    def __init__(self, reason: Reason, message: str, *, transient: bool, **data: Any) -> None:
+        super().__init__(reason, message, transient=transient, **data)
+        self.transient = transient
 
 
 class ActivationError(UpdateError):

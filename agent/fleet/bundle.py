@@ -16,7 +16,7 @@ from agent.fleet.keys import signers_for
 from agent.fsutil import atomic_write_bytes
 from agent.update.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
 from agent.update.envelope import canonical_bytes, sign_envelope
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE
+from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
 from agent.update.trust import format_time, load_root_file
 
 DAY_S = 86400
@@ -42,6 +42,10 @@ class BundleSpec:
     deployment_id: str = ""
     downgrade: bool = False
     backend: str | None = None
+    # Base URL the bundle directory is served from over HTTPS ("" = MQTT chunks only).
+    https_url: str = ""
+    # The operator serves chunks over MQTT too: devices fall back to them if HTTPS fails.
+    mqtt_fallback: bool = True
 
 
 def _sha256(path: Path) -> str:
@@ -67,6 +71,20 @@ def manifest_document(
     }
     if spec.backend:
         model["backend"] = spec.backend
+    transfer: dict[str, Any] = {
+        "chunk_size": spec.chunk_size,
+        "chunk_index": {
+            "name": CHUNK_INDEX_FILE,
+            "length": len(index),
+            "sha256": hashlib.sha256(index).hexdigest(),
+        },
+    }
+    if spec.https_url:
+        try:
+            url = check_https_url(spec.https_url, "--https-url")
+        except ValueError as exc:
+            raise CommandError(Reason.MALFORMED, str(exc)) from exc
+        transfer["https"] = {"url": url, "mqtt_fallback": spec.mqtt_fallback}
     return {
         "_type": "model-deployment",
         "spec_version": "1.0",
@@ -85,14 +103,7 @@ def manifest_document(
         "files": [
             {"name": p.name, "length": p.stat().st_size, "sha256": _sha256(p)} for p in files
         ],
-        "transfer": {
-            "chunk_size": spec.chunk_size,
-            "chunk_index": {
-                "name": CHUNK_INDEX_FILE,
-                "length": len(index),
-                "sha256": hashlib.sha256(index).hexdigest(),
-            },
-        },
+        "transfer": transfer,
         "health": dict(spec.health),
     }
 
@@ -161,12 +172,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument(
         "--downgrade", action="store_true", help="lower release: also sign with downgrade keys"
     )
+    create.add_argument(
+        "--https-url",
+        default="",
+        metavar="URL",
+        help="https:// base URL the bundle directory will be served from (devices fetch "
+        "<URL><file> with Range requests)",
+    )
+    create.add_argument(
+        "--https-only",
+        action="store_true",
+        help="with --https-url: no MQTT chunk fallback (a failed HTTPS fetch fails the update)",
+    )
     create.add_argument("--keys", type=Path, required=True, metavar="DIR")
     create.add_argument("--out", type=Path, required=True, metavar="DIR")
     create.set_defaults(func=run_create)
 
 
 def run_create(args: argparse.Namespace) -> int:
+    if args.https_only and not args.https_url:
+        raise CommandError(Reason.MALFORMED, "--https-only needs --https-url")
     health_raw = _pairs(args.health, "--health")
     unknown = sorted(set(health_raw) - set(HEALTH_KEYS))
     if unknown or not all(v.isdigit() for v in health_raw.values()):
@@ -186,6 +211,8 @@ def run_create(args: argparse.Namespace) -> int:
         deployment_id=args.deployment_id,
         downgrade=args.downgrade,
         backend=args.backend,
+        https_url=args.https_url,
+        mqtt_fallback=not args.https_only,
     )
     path = create_bundle(spec, args.keys, args.out)
     print(f"bundle written: {path}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.errors import Reason, VerificationError
 from agent.update.envelope import strict_loads
@@ -25,6 +26,11 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("tflite", "onnx", "tensorrt-engine")
 MIN_CHUNK = 1024
 MAX_CHUNK = 1024 * 1024
+MAX_URL_CHARS = 2048
+_HTTPS_KEYS = frozenset({"url", "mqtt_fallback"})
+# Printable ASCII without space, quotes, angle brackets or backslash: nothing a header
+# or a log line could be split with, nothing that needs escaping to reach the server.
+_URL_CHARS_RE = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,22 @@ class Health:
     trial_s: int = 60
     # Expected shapes of every output, when the manifest pins them.
     output_shapes: tuple[tuple[int, ...], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsSource:
+    """Where the bundle files can be fetched over HTTPS: ``<url><file name>`` per file.
+
+    ``url`` is a base ending in ``/``; the chunk index is at ``<url><chunk_index.name>``.
+    ``mqtt_fallback``: the operator also serves chunks over MQTT, so a device whose
+    HTTPS fetch fails for good (TLS, HTTP error, host not allowed) pulls chunks instead.
+    """
+
+    url: str
+    mqtt_fallback: bool = True
+
+    def file_url(self, name: str) -> str:
+        return self.url + name
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,7 @@ class Manifest:
     chunk_size: int
     chunk_index: FileEntry
     health: Health = field(default_factory=Health)
+    https: HttpsSource | None = None
 
     @property
     def total_length(self) -> int:
@@ -97,6 +120,47 @@ def _file_entry(raw: Any, where: str) -> FileEntry:
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"{where}.length must be a non-negative integer")
     return FileEntry(name=name, length=length, sha256=_str(doc.get("sha256"), where, _HEX64))
+
+
+def check_https_url(url: Any, where: str = "transfer.https.url") -> str:
+    """A base URL the device may fetch from: ValueError unless it is strictly safe.
+
+    https only, a host, no user info (credentials never go into a signed, retained
+    manifest), no query or fragment (file names are appended), a path ending in ``/``.
+    """
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_CHARS:
+        raise ValueError(f"{where} must be a string of 1..{MAX_URL_CHARS} characters")
+    if not _URL_CHARS_RE.match(url):
+        raise ValueError(f"{where} contains characters that are not allowed in a URL")
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError(f"{where} must be an https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{where} must not carry credentials")
+    if not parts.hostname:
+        raise ValueError(f"{where} has no host")
+    try:
+        _ = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"{where} has an invalid port") from exc
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError(f"{where} must not have a query or fragment")
+    if not parts.path.endswith("/"):
+        raise ValueError(f"{where} must end with / (file names are appended)")
+    return url
+
+
+def _https(raw: Any) -> HttpsSource | None:
+    if raw is None:
+        return None
+    doc = _obj(raw, "transfer.https")
+    unknown = sorted(set(doc) - _HTTPS_KEYS)
+    if unknown:
+        raise ValueError(f"transfer.https has unknown fields {unknown}")
+    fallback = doc.get("mqtt_fallback", True)
+    if not isinstance(fallback, bool):
+        raise TypeError("transfer.https.mqtt_fallback must be a boolean")
+    return HttpsSource(url=check_https_url(doc.get("url")), mqtt_fallback=fallback)
 
 
 def _health(raw: Any) -> Health:
@@ -191,6 +255,7 @@ def _parse(payload: bytes) -> Manifest:
         chunk_size=chunk_size,
         chunk_index=chunk_index,
         health=_health(doc.get("health")),
+        https=_https(transfer.get("https")),
     )
 
 

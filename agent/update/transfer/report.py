@@ -7,7 +7,9 @@ A state that could not be published (link down) is kept and sent on the next flu
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,12 +17,27 @@ from typing import Any, Protocol
 from agent.errors import AgentError, Reason
 from agent.fsutil import atomic_write_json
 from agent.log import get_logger
+from agent.update.envelope import parse_envelope
+from agent.update.manifest import parse_manifest
 from agent.update.transfer.wire import Topics
+from agent.update.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
 
 TERMINAL = frozenset({"successful", "failed"})
 _MAX_REMEMBERED = 64
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def report_id(envelope_bytes: bytes) -> str:
+    """The deployment id to report a rejection under (unverified: used only as a topic name)."""
+    try:
+        manifest = parse_manifest(parse_envelope(envelope_bytes, MAX_ENVELOPE_BYTES).payload)
+    except AgentError:
+        manifest = None
+    if manifest is not None and _ID_RE.match(manifest.deployment_id):
+        return manifest.deployment_id
+    return "rejected-" + hashlib.sha256(envelope_bytes).hexdigest()[:16]
 
 
 class Publisher(Protocol):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -21,25 +20,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.clock import Clock, SystemClock
-from agent.errors import AgentError, Reason, UpdateError
+from agent.errors import AgentError, Reason, SourceError, UpdateError
 from agent.log import get_logger
-from agent.update.bundle import parse_chunk_index
-from agent.update.envelope import parse_envelope
 from agent.update.installer import Installer, InstallResult
-from agent.update.manifest import Manifest, parse_manifest
 from agent.update.policy import Verdict
 from agent.update.transfer.freshness import FreshnessWatch
 from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
-from agent.update.transfer.report import OpReporter
-from agent.update.transfer.session import IndexRef, TransferSession
-from agent.update.transfer.table import ChunkTable, build_table
+from agent.update.transfer.report import OpReporter, report_id
+from agent.update.transfer.session import IndexRef, Progress, TransferSession
+from agent.update.transfer.source import BundleFetcher, chunk_table
 from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_frame
 from agent.update.trust import load_root_bytes
-from agent.update.verify import MAX_ENVELOPE_BYTES, Verified
+from agent.update.verify import Verified
 
 log = get_logger(__name__)
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _OUTCOME = {
     "committed": ("successful", None),
     "noop": ("successful", None),
@@ -76,25 +71,6 @@ class Superseded(Exception):
     """A newer deployment for the same slot arrived while this one was downloading."""
 
 
-def _report_id(envelope_bytes: bytes) -> str:
-    """The deployment id to report a rejection under (unverified: used only as a topic name)."""
-    try:
-        manifest = parse_manifest(parse_envelope(envelope_bytes, MAX_ENVELOPE_BYTES).payload)
-    except AgentError:
-        manifest = None
-    if manifest is not None and _ID_RE.match(manifest.deployment_id):
-        return manifest.deployment_id
-    return "rejected-" + hashlib.sha256(envelope_bytes).hexdigest()[:16]
-
-
-def _table(manifest: Manifest, data: bytes) -> ChunkTable:
-    chunks = parse_chunk_index(data, manifest)
-    return build_table(
-        manifest.chunk_size,
-        [(f.name, f.length, f.sha256, chunks[f.name]) for f in manifest.files],
-    )
-
-
 class UpdateService:
     def __init__(
         self,
@@ -105,8 +81,10 @@ class UpdateService:
         stop: threading.Event,
         *,
         clock: Clock | None = None,
+        https: BundleFetcher | None = None,
     ) -> None:
         self._bus = bus
+        self._https = https
         self._installer = installer
         self._topics = topics
         self.settings = settings
@@ -271,7 +249,7 @@ class UpdateService:
         except UpdateError as exc:
             log.warning("deployment_rejected", slot=slot, reason=exc.reason.value)
             doc = self.reporter.report(
-                _report_id(envelope), "failed", exc.reason, detail=exc.message, key=key
+                report_id(envelope), "failed", exc.reason, detail=exc.message, key=key
             )
             self.results.append(doc)
             return
@@ -292,7 +270,7 @@ class UpdateService:
             return
         self.reporter.report(dep, "downloading", **common)
         try:
-            files_dir = self._transfer(verified, common)
+            files_dir = self._fetch(verified, common)
         except Superseded:
             self.reporter.report(dep, "failed", Reason.INTERRUPTED, detail="superseded", **common)
             return
@@ -321,13 +299,51 @@ class UpdateService:
         self.results.append(doc)
         TransferSession.remove(transfer_dir)
 
-    def _transfer(self, verified: Verified, common: dict[str, Any]) -> Path | None:
+    def _fetch(self, verified: Verified, common: dict[str, Any]) -> Path | None:
+        """From the manifest's HTTPS URL when it has one (and this device uses HTTPS), else MQTT."""
+        manifest = verified.manifest
+        started = self._clock.monotonic_s()
+        if self._https is None or manifest.https is None:
+            return self._transfer(verified, common, started)
+        dep, last = manifest.deployment_id, [started]
+
+        def keep_going() -> bool:
+            with self._lock:
+                if manifest.slot in self._deploys:
+                    raise Superseded
+            return not self._stop.is_set()
+
+        def on_progress(progress: Progress) -> None:
+            now = self._clock.monotonic_s()
+            if now - last[0] >= self.settings.progress_interval_s:
+                last[0] = now
+                fields: dict[str, Any] = {"progress": dataclasses.asdict(progress)}
+                self.reporter.report(dep, "downloading", source="https", **fields, **common)
+
+        directory = self._transfer_root / manifest.chunk_index.sha256
+        try:
+            return self._https.fetch(
+                manifest, directory, self.settings.deadline_s, keep_going, on_progress
+            )
+        except SourceError as exc:
+            if exc.transient or not manifest.https.mqtt_fallback:
+                raise
+            # The bitmap is shared: MQTT resumes where HTTPS stopped, within the same deadline.
+            log.warning("https_fallback_mqtt", reason=exc.reason.value, error=exc.message)
+            fallback = f"{exc.reason.value}: {exc.message}"
+            self.reporter.report(dep, "downloading", source="mqtt", fallback=fallback, **common)
+            return self._transfer(verified, common, started)
+
+    def _transfer(
+        self, verified: Verified, common: dict[str, Any], started_s: float
+    ) -> Path | None:
         manifest = verified.manifest
         dep = manifest.deployment_id
+        elapsed = self._clock.monotonic_s() - started_s
         limits = PlannerLimits(
             window=self.settings.window,
             stall_s=self.settings.stall_s,
-            deadline_s=self.settings.deadline_s,
+            deadline_s=max(0.001, self.settings.deadline_s - elapsed),
             # "Busy" must be well inside a stall period, or a lost chunk waits for ever longer.
             busy_s=min(1.0, self.settings.stall_s / 2),
             # Fewer, larger requests: ask once a quarter of the window is free.
@@ -338,7 +354,7 @@ class UpdateService:
             index_ref=IndexRef(
                 manifest.chunk_index.length, manifest.chunk_index.sha256, manifest.chunk_size
             ),
-            parse_index=functools.partial(_table, manifest),
+            parse_index=functools.partial(chunk_table, manifest),
             limits=limits,
             now_s=self._clock.monotonic_s(),
             listener=secrets.randbelow(1 << 31),

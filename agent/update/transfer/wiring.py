@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.config.root import AgentConfig
+from agent.config.update import UpdateConfig
 from agent.update.factory import build_installer
 from agent.update.probe import LiveProbe
+from agent.update.transfer.https_client import HttpsSettings
+from agent.update.transfer.https_source import HttpsFetcher
 from agent.update.transfer.service import Bus, ServiceSettings, UpdateService
 from agent.update.transfer.wire import Topics
 
@@ -36,6 +39,16 @@ class PipelineSlotHealth:
         return status != "down", f"{status}: {entry.get('detail', 'no health for slot')}"
 
 
+def https_settings(cfg: UpdateConfig) -> HttpsSettings:
+    return HttpsSettings(
+        ca_file=cfg.https_ca_file,
+        connect_timeout_s=cfg.https_connect_timeout_s,
+        read_timeout_s=cfg.https_read_timeout_s,
+        allowed_hosts=tuple(cfg.https_allowed_hosts),
+        max_range_bytes=cfg.https_max_range_bytes,
+    )
+
+
 def start_update_service(
     cfg: AgentConfig, bus: Bus, pipeline: LivePipeline, stop: threading.Event
 ) -> UpdateService | None:
@@ -51,6 +64,8 @@ def start_update_service(
         deadline_s=cfg.update.transfer_deadline_s,
         recover_on_start=True,
     )
-    service = UpdateService(bus, installer, Topics(cfg.mqtt.topic_root), settings, stop)
+    https = HttpsFetcher(https_settings(cfg.update), stop) if cfg.update.https_enabled else None
+    topics = Topics(cfg.mqtt.topic_root)
+    service = UpdateService(bus, installer, topics, settings, stop, https=https)
     service.start()
     return service
