@@ -56,6 +56,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _https_block(spec: BundleSpec) -> dict[str, Any] | None:
+    if not spec.https_url:
+        return None
+    try:
+        url = check_https_url(spec.https_url, "--https-url")
+    except ValueError as exc:
+        raise CommandError(Reason.MALFORMED, str(exc)) from exc
+    return {"url": url, "mqtt_fallback": spec.mqtt_fallback}
+
+
 def manifest_document(
     spec: BundleSpec, root_version: int, now_s: float, index: bytes
 ) -> dict[str, Any]:
@@ -79,12 +89,9 @@ def manifest_document(
             "sha256": hashlib.sha256(index).hexdigest(),
         },
     }
-    if spec.https_url:
-        try:
-            url = check_https_url(spec.https_url, "--https-url")
-        except ValueError as exc:
-            raise CommandError(Reason.MALFORMED, str(exc)) from exc
-        transfer["https"] = {"url": url, "mqtt_fallback": spec.mqtt_fallback}
+    https = _https_block(spec)
+    if https is not None:
+        transfer["https"] = https
     return {
         "_type": "model-deployment",
         "spec_version": "1.0",
@@ -117,6 +124,7 @@ def create_bundle(
     bad = [n for n in names if not SAFE_NAME_RE.match(n) or n == CHUNK_INDEX_FILE]
     if bad or len(set(names)) != len(names):
         raise CommandError(Reason.BAD_NAME, f"bundle file names must be unique and safe: {bad}")
+    _https_block(spec)  # refuse a bad URL before anything is written
     root = load_root_file(keys_dir / "root.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
