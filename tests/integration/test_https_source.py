@@ -144,6 +144,13 @@ def test_server_ignoring_range_sends_whole_file_and_nothing_is_corrupted(case: C
     assert case.server.sent(MODEL) == 50_000 + LENGTH
 
 
+def test_server_ignoring_range_costs_one_whole_file(case: Case) -> None:
+    case.server.faults.ignore_range = True
+    _done(case, _fetch(case))
+    assert case.server.ranges(MODEL) == ["bytes=0-65535"]  # answered with all 300 000 bytes
+    assert case.server.sent(MODEL) == LENGTH
+
+
 def test_wrong_content_range_is_dropped_and_whole_files_are_fetched(case: Case) -> None:
     case.server.faults.wrong_range = True
     _done(case, _fetch(case))

@@ -31,7 +31,7 @@ from agent.errors import DownloadError, Reason, SourceError
 from agent.log import get_logger
 from agent.retry import Backoff
 from agent.update.manifest import HttpsSource, Manifest
-from agent.update.transfer.https_client import HttpsClient, HttpsSettings, check_host
+from agent.update.transfer.https_client import HttpsClient, HttpsSettings, Reply, check_host
 from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
 from agent.update.transfer.session import IndexRef, TransferSession
@@ -193,10 +193,10 @@ class _Transfer:
                 )
             raise SourceError(Reason.HASH_MISMATCH, "chunk index hash differs", transient=True)
 
-    def _get(self, url: str, length: int, start: int, end: int) -> int:
-        """GET a range; the file offset the body starts at (0 when the server sent it all)."""
+    def _get(self, url: str, length: int, start: int, end: int) -> Reply:
+        """GET a range; a 200 reply carries the whole file from offset 0."""
         try:
-            return self.client.get(url, length, start, end).start
+            return self.client.get(url, length, start, end)
         except ValueError as exc:
             if self.stats.whole_file:
                 raise SourceError(
@@ -232,13 +232,14 @@ class _Transfer:
             last += 1
         if self.stats.whole_file:
             first, last = 0, count - 1
-        start = self._get(
+        reply = self._get(
             self.source.file_url(entry.name),
             entry.length,
             first * size,
             min(entry.length, (last + 1) * size) - 1,
         )
-        if start != first * size:  # a 200: the whole file from offset 0
+        start = reply.start
+        if reply.status == 200:  # the whole file (Range ignored): use all of it
             last = count - 1
         gaps = {k for k in range(start // size, last + 1) if base + k not in parts.bitmap}
         for index in range(start // size, last + 1):
