@@ -179,15 +179,16 @@ class ChunkServer:
                 self._hold(bundle.deployment_id, item, items[item], now)
                 continue
             kind, file_no, index = item
-            payload = (
-                bundle.index_piece(index)
-                if kind == FrameKind.INDEX
-                else bundle.chunk(file_no, index)
-            )
+            digest = None
+            if kind == FrameKind.INDEX:
+                payload = bundle.index_piece(index)
+            else:
+                payload = bundle.chunk(file_no, index)
+                digest = bundle.chunk_digest(file_no, index)
             if payload is None:
                 self.stats.bad_requests += 1
                 continue
-            frames.append(encode_frame(FrameKind(kind), file_no, index, payload))
+            frames.append(encode_frame(FrameKind(kind), file_no, index, payload, digest))
             self._last_sent[key] = now
         if self._mangle is not None:
             frames = self._mangle(frames)

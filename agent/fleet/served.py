@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import AgentError
-from agent.update.bundle import read_manifest
+from agent.errors import AgentError, DownloadError
+from agent.update.bundle import parse_chunk_index, read_manifest
 from agent.update.envelope import parse_envelope
 from agent.update.manifest import Manifest, parse_manifest
 from agent.update.verify import MAX_ENVELOPE_BYTES
@@ -19,6 +19,11 @@ class ServedBundle:
     envelope_bytes: bytes
     manifest: Manifest
     index_bytes: bytes
+    # Per file, the raw SHA-256 of every chunk as the chunk index lists them (empty when the
+    # index could not be read against the manifest): frame headers reuse them, no re-hash.
+    digests: tuple[tuple[bytes, ...], ...] = ()
+    # Open read-only descriptors per file, opened on first use (one open per bundle).
+    _fds: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def deployment_id(self) -> str:
@@ -42,11 +47,22 @@ class ServedBundle:
         offset = index * self.chunk_size
         if index < 0 or offset >= entry.length:
             return None
-        fd = os.open(self.directory / entry.name, os.O_RDONLY)
+        fd = self._fds.get(file_no)
+        if fd is None:
+            fd = self._fds.setdefault(file_no, os.open(self.directory / entry.name, os.O_RDONLY))
+        return os.pread(fd, min(self.chunk_size, entry.length - offset), offset)
+
+    def chunk_digest(self, file_no: int, index: int) -> bytes | None:
+        """The chunk's SHA-256 from the chunk index, or None when the index does not have it."""
         try:
-            return os.pread(fd, min(self.chunk_size, entry.length - offset), offset)
-        finally:
+            return self.digests[file_no][index]
+        except IndexError:
+            return None
+
+    def close(self) -> None:
+        for fd in self._fds.values():
             os.close(fd)
+        self._fds.clear()
 
 
 def load_bundle(directory: Path) -> ServedBundle:
@@ -62,4 +78,9 @@ def load_bundle(directory: Path) -> ServedBundle:
                 raise AgentError(f"{entry.name} in {directory} does not match its manifest entry")
     except OSError as exc:
         raise AgentError(f"bundle {directory} is incomplete: {exc}") from exc
-    return ServedBundle(directory, envelope_bytes, manifest, index_bytes)
+    try:
+        chunks = parse_chunk_index(index_bytes, manifest)
+        digests = tuple(tuple(bytes.fromhex(h) for h in chunks[f.name]) for f in manifest.files)
+    except (DownloadError, ValueError):
+        digests = ()  # served as it is; devices check chunks against the signed index anyway
+    return ServedBundle(directory, envelope_bytes, manifest, index_bytes, digests)

@@ -3,6 +3,13 @@
 Layout under ``<state_dir>/models/<slot>/``: ``.v-<bundle_sha>/`` (0555, files
 0444) plus the symlinks ``current`` and ``previous``, each switched by creating
 ``<name>.tmp-link`` and renaming it over the old link (one atomic step).
+
+Files a finished MQTT transfer left under ``<state_dir>/transfer/`` (chunk-verified and
+whole-file verified by the transfer, same filesystem, agent-owned, one link) are
+hard-linked into the staging dir instead of copied; every other source (a bundle dir on
+a USB stick) is copied and hashed while copying. Either way the version dir is re-hashed
+right before activation (``verify_version``), which for a linked file is its only hash
+on the install path.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from agent.update.manifest import FileEntry
 log = get_logger(__name__)
 
 PREFIX = ".v-"
+TRANSFER_DIR = "transfer"  # <state_dir>/transfer: the MQTT transfer's own part files
 VERSION_RE = re.compile(r"^\.v-([0-9a-f]{64})$")
 META_NAME = "_version.json"  # store-owned; manifest file names cannot start with "_"
 MANIFEST_NAME = "_manifest.dsse.json"
@@ -121,6 +129,41 @@ def _copy_verified(src: Path, dst: Path, entry: FileEntry) -> None:
         raise DownloadError(Reason.HASH_MISMATCH, f"{entry.name}: sha256 mismatch", file=entry.name)
 
 
+def _link_verified_part(src: Path, dst: Path, entry: FileEntry) -> bool:
+    """Hard-link a transfer's finished part file as ``dst``; False when it must be copied.
+
+    Only a regular file of ours with exactly one name and the signed length is linked
+    (a second name would be a second writer). The transfer never writes to a part file
+    with more than one link, so the store's inode is only ever written by the transfer
+    before it verified the whole file.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        before = os.fstat(fd)
+        if (
+            not stat.S_ISREG(before.st_mode)
+            or before.st_uid != os.getuid()
+            or before.st_nlink != 1
+            or before.st_size != entry.length
+        ):
+            return False
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # another filesystem (EXDEV), links not allowed: copy instead
+            return False
+        linked = os.lstat(dst)
+        if (linked.st_dev, linked.st_ino) != (before.st_dev, before.st_ino):
+            dst.unlink()  # the source name was swapped between open and link
+            return False
+        os.fsync(fd)  # the transfer synced the data; this covers the inode as well
+    finally:
+        os.close(fd)
+    return True
+
+
 class ModelStore:
     def __init__(
         self,
@@ -200,7 +243,10 @@ class ModelStore:
         manifest_bytes: bytes,
         derive: Callable[[Path], dict[str, Any]] | None = None,
     ) -> Path:
-        """Copy and verify every file into ``.v-<sha>``; idempotent for an already complete dir.
+        """Copy and verify (or link, see the module doc) every file into ``.v-<sha>``.
+
+        Idempotent for an already complete dir. A linked file is length-checked here and
+        hashed by ``verify_version``, which the caller runs before activation.
 
         ``derive`` runs on the staging dir after every file verified and before the
         metadata is written: it may add store-owned ``_`` files and returns metadata to
@@ -226,9 +272,15 @@ class ModelStore:
         if final.exists():
             rmtree_readonly(final)  # incomplete (no meta): a crash leftover
         tmp.mkdir(mode=0o700)
+        linkable = self._from_transfer(source_dir)
         try:
             for entry in files:
-                _copy_verified(source_dir / entry.name, tmp / entry.name, entry)
+                src, dst = source_dir / entry.name, tmp / entry.name
+                if linkable and _link_verified_part(src, dst, entry):
+                    if derive is not None:  # the derived file is built from these bytes
+                        check_file(dst, entry)
+                    continue
+                _copy_verified(src, dst, entry)
             meta = {**info, **derive(tmp)} if derive is not None else info
             for name, data in (
                 (MANIFEST_NAME, manifest_bytes),
@@ -257,6 +309,13 @@ class ModelStore:
         fsync_dir(slot_dir)
         log.info("model_staged", slot=slot, sha=sha)
         return final
+
+    def _from_transfer(self, source_dir: Path) -> bool:
+        """``source_dir`` lies in this state dir's transfer area (files the transfer verified)."""
+        try:
+            return source_dir.resolve().is_relative_to((self.root.parent / TRANSFER_DIR).resolve())
+        except OSError:
+            return False
 
     def verify_version(self, slot: str, sha: str, files: Iterable[FileEntry]) -> None:
         """Re-hash a version dir right before it goes live (time-of-check/time-of-use)."""

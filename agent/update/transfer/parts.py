@@ -66,16 +66,39 @@ class PartFiles:
         resuming = self.bitmap_path.exists() or any(
             self.path(n).exists() for n in range(len(self.table.files))
         )
+        handed_over = []
         for file_no, entry in enumerate(self.table.files):
-            fd = os.open(self.path(file_no), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = self._open_own(file_no)
+            if fd < 0:  # the store links this inode: never write to it, start the file over
+                handed_over.append(file_no)
+                fd = self._open_own(file_no)
             self._fds.append(fd)
             if os.fstat(fd).st_size != entry.length:
                 os.ftruncate(fd, entry.length)
         self.bitmap = load_bitmap(self.bitmap_path, self.table.total_chunks)
+        for file_no in handed_over:
+            start = self.table.first_global(file_no)
+            for index in range(len(self.table.files[file_no].chunks)):
+                self.bitmap.discard(start + index)
         if resuming:
             self._recover_gaps()
             for file_no in range(len(self.table.files)):
                 self._advance(file_no)
+
+    def _open_own(self, file_no: int) -> int:
+        """Open part file ``file_no`` for writing; -1 (after unlinking it) when it has other names.
+
+        A finished part file is hard-linked into the model store (``ModelStore.stage``);
+        the transfer must not write to that inode again, so a second name means it is no
+        longer the transfer's.
+        """
+        path = self.path(file_no)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        if os.fstat(fd).st_nlink > 1:
+            os.close(fd)
+            path.unlink()
+            return -1
+        return fd
 
     def _recover_gaps(self) -> None:
         # Chunks written after the last bitmap save survive a process kill in the page cache;
@@ -91,7 +114,7 @@ class PartFiles:
             log.info("transfer_chunks_recovered", count=self.recovered, dir=str(self.directory))
             self.flush()
 
-    def write(self, file_no: int, index: int, payload: bytes) -> WriteResult:
+    def write(self, file_no: int, index: int, payload: bytes | memoryview) -> WriteResult:
         try:
             global_index = self.table.to_global(file_no, index)
         except IndexError:

@@ -129,7 +129,7 @@ class TransferSession:
         want = min(size, self.index_ref.length - piece * size)
         if len(frame.payload) != want:
             return
-        self._index_pieces[piece] = frame.payload
+        self._index_pieces[piece] = bytes(frame.payload)
         bitmap.add(piece)
         self._planner.arrived(piece, now_s, fresh=True)
         if bitmap.complete:

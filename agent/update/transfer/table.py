@@ -8,7 +8,7 @@ Global chunk numbers run over the files in manifest order (one bitmap per transf
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,12 @@ class FileChunks:
 class ChunkTable:
     chunk_size: int
     files: tuple[FileChunks, ...]
+    # Global number of each file's first chunk (looked up per arriving chunk).
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        starts = []
+        total = 0
         for entry in self.files:
             want = -(-entry.length // self.chunk_size)
             if len(entry.chunks) != want:
@@ -32,6 +36,9 @@ class ChunkTable:
                     f"{entry.name}: {entry.length} bytes need {want} chunks, index has "
                     f"{len(entry.chunks)}"
                 )
+            starts.append(total)
+            total += want
+        object.__setattr__(self, "_starts", tuple(starts))  # frozen: set once here
 
     @property
     def total_chunks(self) -> int:
@@ -42,7 +49,7 @@ class ChunkTable:
         return sum(f.length for f in self.files)
 
     def first_global(self, file_no: int) -> int:
-        return sum(len(f.chunks) for f in self.files[:file_no])
+        return self._starts[file_no] if file_no < len(self._starts) else self.total_chunks
 
     def to_global(self, file_no: int, index: int) -> int:
         if not 0 <= file_no < len(self.files) or not 0 <= index < len(self.files[file_no].chunks):
@@ -61,7 +68,7 @@ class ChunkTable:
         entry = self.files[file_no]
         return min(self.chunk_size, entry.length - index * self.chunk_size)
 
-    def matches(self, file_no: int, index: int, payload: bytes) -> bool:
+    def matches(self, file_no: int, index: int, payload: bytes | memoryview) -> bool:
         """The payload is exactly chunk ``index`` of file ``file_no`` (length and hash)."""
         try:
             want = self.files[file_no].chunks[index]

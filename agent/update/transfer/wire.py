@@ -40,7 +40,7 @@ class Frame:
     kind: FrameKind
     file: int
     index: int
-    payload: bytes
+    payload: bytes | memoryview  # a view into the received message: chunks are not copied
     sha256: bytes
 
     @property
@@ -49,7 +49,11 @@ class Frame:
 
 
 def encode_frame(
-    kind: FrameKind, file: int, index: int, payload: bytes, sha256: bytes | None = None
+    kind: FrameKind,
+    file: int,
+    index: int,
+    payload: bytes | memoryview,
+    sha256: bytes | None = None,
 ) -> bytes:
     digest = sha256 if sha256 is not None else hashlib.sha256(payload).digest()
     return _HEADER.pack(MAGIC, int(kind), file, index, len(payload), digest) + payload
@@ -65,7 +69,7 @@ def decode_frame(data: bytes) -> Frame:
         frame_kind = FrameKind(kind)
     except ValueError as exc:
         raise FrameError(f"unknown frame kind {kind}") from exc
-    payload = data[HEADER_BYTES:]
+    payload = memoryview(data)[HEADER_BYTES:]
     if len(payload) != length:
         raise FrameError(f"frame says {length} bytes, carries {len(payload)}")
     return Frame(frame_kind, file, index, payload, digest)
