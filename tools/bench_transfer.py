@@ -3,9 +3,13 @@
   e2e    a model of --mb MB end to end (transfer, verify, stage, activate) through the real
          UpdateService and Installer, against raw broker throughput for the same message size
          (QoS 1 publish -> subscribe) measured in the same run.
-  fleet  --devices lightweight devices (real UpdateService, Installer and transfer code; one
-         shared MQTT connection fanned out in-process) taking one --mb MB rollout, against
-         one device; prints time ratio and bytes the server published.
+  fleet  --devices simulated devices (real UpdateService, Installer and transfer code; the
+         devices of one process share one MQTT connection, spread over --procs processes)
+         taking one --mb MB rollout, against one device in the same harness. Reports,
+         each labelled: (a) the wall-time ratio measured here, (b) the server side (when it
+         published its last chunk, bytes sent vs the bundle), (c) device CPU seconds per
+         device as measured, (d) a projection for devices with a CPU each (computed from
+         (a)-(c), never reported as measured).
 
 The trial step is replaced by an always-passing probe: a random payload is not a model,
 and the trial is not part of what is measured here.
@@ -17,7 +21,6 @@ Usage: python tools/bench_transfer.py e2e --mb 50
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -26,12 +29,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_transfer_sim import TERMINAL, DeviceGroup, device_process  # noqa: E402 - tools/ sibling
 
 from agent.fleet.bundle import BundleSpec, create_bundle  # noqa: E402 - after sys.path
 from agent.fleet.chunkserver import ChunkServer  # noqa: E402
@@ -39,13 +43,7 @@ from agent.fleet.keys import init_keys  # noqa: E402
 from agent.fleet.mqttclient import FleetClient  # noqa: E402
 from agent.fleet.served import load_bundle  # noqa: E402
 from agent.log import configure  # noqa: E402
-from agent.update.installer import Installer, InstallResult  # noqa: E402
-from agent.update.manifest import Manifest  # noqa: E402
-from agent.update.policy import DeviceFacts  # noqa: E402
-from agent.update.probe import TrialResult  # noqa: E402
-from agent.update.transfer.service import ServiceSettings, UpdateService  # noqa: E402
 from agent.update.transfer.wire import HEADER_BYTES, Topics  # noqa: E402
-from agent.update.verify import Verified  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 TOPICS = Topics("ea/v1")
@@ -55,88 +53,7 @@ WINDOW = int(os.environ.get("BENCH_WINDOW", "32"))
 BROKER_EXTRA = [
     line for line in os.environ.get("BENCH_BROKER", "set_tcp_nodelay true").split(";") if line
 ]
-Callback = Callable[[str, bytes], None]
-
-
-class PassProbe:
-    def trial(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
-        del slot, manifest  # the trial is not what this benchmark measures
-        return TrialResult(ok=model_path.is_file(), detail="bench")
-
-    def restored(self, slot: str, model_path: Path | None) -> None:
-        del slot, model_path
-
-
-class DeliveryOnlyInstaller(Installer):
-    """The real verify (signature, targeting, floors); ``install`` only confirms the files.
-
-    ``fleet --install skip``: the figure then covers the delivery protocol (manifest,
-    chunk transfer, per-chunk and whole-file checks) without 200 stagings competing for
-    this process's one GIL.
-    """
-
-    def install(self, verified: Verified, files_dir: Path) -> InstallResult:
-        manifest = verified.manifest
-        ok = all((files_dir / f.name).stat().st_size == f.length for f in manifest.files)
-        outcome = "committed" if ok else "inconsistent"
-        return InstallResult(manifest.slot, outcome, None, manifest.manifest_version)
-
-
-class FanoutHub:
-    """Many simulated devices on one MQTT connection: each filter subscribed once.
-
-    The broker sends every stream message once to this connection; the hub hands the
-    same bytes to every device subscribed to it (in-process fan-out).
-    """
-
-    def __init__(self, client: FleetClient) -> None:
-        self.client = client
-        self._subs: dict[str, dict[int, Callback]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, topic_filter: str, owner: int, callback: Callback) -> None:
-        with self._lock:
-            first = topic_filter not in self._subs
-            self._subs.setdefault(topic_filter, {})[owner] = callback
-        if first:
-            self.client.subscribe(topic_filter, functools.partial(self._fan, topic_filter))
-
-    def remove(self, topic_filter: str, owner: int) -> None:
-        with self._lock:
-            callbacks = self._subs.get(topic_filter, {})
-            callbacks.pop(owner, None)
-            last = topic_filter in self._subs and not callbacks
-            if last:
-                del self._subs[topic_filter]
-        if last:
-            self.client.unsubscribe(topic_filter)
-
-    def _fan(self, topic_filter: str, topic: str, payload: bytes) -> None:
-        with self._lock:
-            callbacks = list(self._subs.get(topic_filter, {}).values())
-        for callback in callbacks:
-            callback(topic, payload)
-
-
-class DeviceBus:
-    """One simulated device's view of the hub (the ``Bus`` the update service uses)."""
-
-    def __init__(self, hub: FanoutHub, owner: int) -> None:
-        self._hub = hub
-        self._owner = owner
-        self.phases: dict[str, float] = {}  # op status -> first time it was published
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> object:
-        if "/op/model_update/" in topic:
-            status = json.loads(payload).get("status", "")
-            self.phases.setdefault(status, time.perf_counter())
-        return self._hub.client.publish(topic, payload, qos=qos, retain=retain)
-
-    def subscribe(self, topic_filter: str, callback: Callback) -> None:
-        self._hub.add(topic_filter, self._owner, callback)
-
-    def unsubscribe(self, topic_filter: str) -> None:
-        self._hub.remove(topic_filter, self._owner)
+TARGET_RATIO = 3.0
 
 
 def raw_publisher(url: str, size: int, count: int, qos: int) -> None:
@@ -212,6 +129,7 @@ def serve_process(url: str, bundle: Path) -> None:
         "frames": stats.frames,
         "bytes": stats.bytes,
         "skipped": stats.skipped_recent,
+        "last_chunk_s": stats.last_chunk_s,  # time.monotonic(): one clock for all processes
         "cpu_s": round(time.process_time() - cpu_start, 2),
     }
     print(json.dumps(doc))
@@ -234,80 +152,174 @@ def make_bundle(work: Path, mb: float, chunk_size: int) -> Path:
     return work / "bundle"
 
 
-def run_devices(  # noqa: PLR0917 - a benchmark helper called twice
-    url: str,
-    bundle: Path,
-    keys: Path,
-    work: Path,
-    names: list[str],
-    timeout_s: float,
-    installer_class: type[Installer] = Installer,
-) -> dict[str, Any]:
-    client = FleetClient(url).connect()
-    hub = FanoutHub(client)
-    stop = threading.Event()
-    services = []
-    buses = []
-    for owner, name in enumerate(names):
-        state = work / "devices" / name
-        installer = installer_class(
-            state,
-            provisioned_root=keys / "root.json",
-            facts=DeviceFacts(name, FLEET, {}),
-            probe=PassProbe(),
-        )
-        settings = ServiceSettings(name, FLEET, window=WINDOW, stall_s=2.0, progress_interval_s=5.0)
-        bus = DeviceBus(hub, owner)
-        buses.append(bus)
-        service = UpdateService(bus, installer, TOPICS, settings, stop)
-        service.start()
-        services.append(service)
+def run_devices(url: str, bundle: Path, work: Path, names: list[str]) -> dict[str, Any]:
+    """e2e: the devices in this process (one connection), the chunk server in its own."""
+    group = DeviceGroup(
+        url,
+        TOPICS,
+        work / "e2e",
+        names,
+        keys=work / "keys",
+        fleet=FLEET,
+        install="real",
+        window=WINDOW,
+    )
     time.sleep(0.5)
     op = FleetClient(url).connect()
     served = load_bundle(bundle)
     server = ServerProcess(url, bundle)
-    start = time.perf_counter()
+    start = time.monotonic()
     cpu_start = time.process_time()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not all(s.results for s in services):
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - start
+    group.wait(600)
+    elapsed = time.monotonic() - start
     cpu_s = time.process_time() - cpu_start
-
-    def last(status: str) -> float | None:
-        times = [b.phases[status] for b in buses if status in b.phases]
-        return round(max(times) - start, 3) if times else None
-
-    ok = sum(1 for s in services if s.results and s.results[-1]["status"] == "successful")
-    stop.set()
-    for service in services:
-        service.join()
+    devices = group.report()
+    group.close()
     server_stats = server.finish()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)
     op.close()
-    client.close()
     return {
         "devices": len(names),
-        "ok": ok,
+        "ok": sum(1 for d in devices if d["status"] == "successful"),
         "seconds": round(elapsed, 3),
-        # CPU of this (devices) process: N devices share 2 cores here, each has its own CPU
-        # in a real fleet, so wall time grows with N x this per-device cost by construction.
         "device_cpu_s": round(cpu_s, 2),
-        "device_cpu_ms_per_device": round(1000 * cpu_s / len(names), 1),
         # When the last device began downloading, began installing (transfer done), ended.
-        "phases_s": {s: last(s) for s in ("downloading", "installing", "successful")},
+        "phases_s": _phases(devices, start),
         "server_frames": server_stats["frames"],
         "server_bytes": server_stats["bytes"],
-        "server_skipped_recent": server_stats["skipped"],
         "server_cpu_s": server_stats["cpu_s"],
         "bundle_bytes": served.manifest.total_length,
     }
 
 
+def _phases(devices: list[dict[str, Any]], start: float) -> dict[str, float | None]:
+    def last(statuses: tuple[str, ...]) -> float | None:
+        times = [d["phases"][s] for d in devices for s in statuses if s in d["phases"]]
+        return round(max(times) - start, 3) if times else None
+
+    return {
+        "downloading": last(("downloading",)),
+        "installing": last(("installing",)),
+        "done": last(TERMINAL),
+    }
+
+
+class DeviceProcesses:
+    """``count`` devices spread over ``procs`` processes (``_devices`` mode), all ready."""
+
+    def __init__(
+        self, url: str, keys: Path, work: Path, *, count: int, procs: int, install: str
+    ) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        share, extra = divmod(count, procs)
+        first = 0
+        for n in range(procs):
+            size = share + (1 if n < extra else 0)
+            if size == 0:
+                continue
+            cmd = [sys.executable, __file__, "_devices", "--url", url, "--keys", str(keys)]
+            cmd += ["--work", str(work), "--first", str(first), "--count", str(size)]
+            cmd += ["--install", install, "--window", str(WINDOW), "--fleet", FLEET]
+            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+            first += size
+        for proc in self.procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a device process did not start")
+
+    def finish(self, timeout_s: float) -> tuple[list[dict[str, Any]], float]:
+        """Every device's report and the processes' CPU seconds (summed)."""
+        devices: list[dict[str, Any]] = []
+        cpu_s = 0.0
+        for proc in self.procs:
+            out, _ = proc.communicate(timeout=timeout_s)
+            doc = json.loads(out.strip().splitlines()[-1])
+            devices += doc["devices"]
+            cpu_s += doc["cpu_s"]
+        return devices, cpu_s
+
+
+def run_fleet(
+    url: str, bundle: Path, work: Path, *, count: int, procs: int, install: str
+) -> dict[str, Any]:
+    keys = work.parent / "keys"
+    group = DeviceProcesses(url, keys, work, count=count, procs=procs, install=install)
+    op = FleetClient(url).connect()
+    served = load_bundle(bundle)
+    server = ServerProcess(url, bundle)
+    start = time.monotonic()
+    op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
+    devices, cpu_s = group.finish(timeout_s=1800)
+    stats = server.finish()
+    op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)
+    op.close()
+    phases = _phases(devices, start)
+    done = sorted(
+        min(d["phases"][s] for s in TERMINAL if s in d["phases"]) - start
+        for d in devices
+        if any(s in d["phases"] for s in TERMINAL)
+    )
+    installs = [
+        min(d["phases"][s] for s in TERMINAL if s in d["phases"]) - d["phases"]["installing"]
+        for d in devices
+        if "installing" in d["phases"] and any(s in d["phases"] for s in TERMINAL)
+    ]
+    return {
+        "devices": count,
+        "procs": len(group.procs),
+        "ok": sum(1 for d in devices if d["status"] == "successful"),
+        # (a) manifest publish -> the last device's terminal op state.
+        "seconds": phases["done"],
+        "device_done_s_median": round(done[len(done) // 2], 3) if done else None,
+        "phases_s": phases,
+        "install_s_median": round(sorted(installs)[len(installs) // 2], 3) if installs else None,
+        # (b) the server side.
+        "server_last_chunk_s": round(stats["last_chunk_s"] - start, 3),
+        "server_frames": stats["frames"],
+        "server_bytes": stats["bytes"],
+        "server_cpu_s": stats["cpu_s"],
+        "bundle_bytes": served.manifest.total_length,
+        # (c) CPU of the device processes (devices, their shared MQTT thread and fan-out).
+        "device_cpu_s": round(cpu_s, 2),
+        "device_cpu_ms_per_device": round(1000 * cpu_s / count, 1),
+    }
+
+
+def fleet_figures(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
+    """The four labelled figures of ``fleet`` from the one-device and N-device runs."""
+    ratio = many["seconds"] / one["seconds"]
+    # A device with its own CPU keeps up with the stream as the single device did, so it
+    # is done about one install after the later of: the server's last needed chunk in the
+    # N-device run, and one device's own transfer time.
+    transfer_one = one["phases_s"]["installing"]
+    install_one = one["seconds"] - transfer_one
+    projected = max(many["server_last_chunk_s"], transfer_one) + install_one
+    return {
+        "a_measured_wall_ratio": round(ratio, 2),
+        "a_target_ratio": TARGET_RATIO,
+        "a_target_met": ratio <= TARGET_RATIO,
+        "b_server_last_chunk_s": many["server_last_chunk_s"],
+        "b_server_bytes_per_bundle": round(many["server_bytes"] / many["bundle_bytes"], 2),
+        "c_device_cpu_ms_per_device": {
+            "one_device": one["device_cpu_ms_per_device"],
+            "fleet": many["device_cpu_ms_per_device"],
+        },
+        "d_projection": {
+            "label": "PROJECTION (not measured): each device on its own CPU",
+            "formula": (
+                "max(b_server_last_chunk_s, one.phases_s.installing) "
+                "+ (one.seconds - one.phases_s.installing)"
+            ),
+            "seconds": round(projected, 3),
+            "ratio": round(projected / one["seconds"], 2),
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["e2e", "fleet", "_server", "_rawpub"])
+    parser.add_argument("mode", choices=["e2e", "fleet", "_server", "_rawpub", "_devices"])
     parser.add_argument("--url", default="")
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--size", type=int, default=0)
@@ -315,6 +327,12 @@ def main() -> int:
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument(
+        "--procs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="fleet: processes the simulated devices are spread over (default: CPU count)",
+    )
     parser.add_argument("--chunk-size", type=int, default=128 * 1024)
     parser.add_argument(
         "--install",
@@ -323,6 +341,12 @@ def main() -> int:
         help="fleet: real installer, or delivery only (verify + transfer + file checks)",
     )
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (default: temp)")
+    # _devices (internal): one process of simulated devices.
+    parser.add_argument("--keys", type=Path, default=None)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--window", type=int, default=WINDOW)
+    parser.add_argument("--fleet", default=FLEET)
+    parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
     configure(level="error")
     if args.mode == "_server":
@@ -331,12 +355,16 @@ def main() -> int:
     if args.mode == "_rawpub":
         raw_publisher(args.url, args.size, args.count, args.qos)
         return 0
+    if args.mode == "_devices":
+        device_process(args)
+        return 0
     # tmpfs when there is one: device fsyncs measure the VM's disk, not the protocol.
     shm = Path("/dev/shm")  # noqa: S108 - tmpfs on purpose; mkdtemp makes a private dir in it
     scratch = args.work or (shm if shm.is_dir() else None)
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir=scratch))
     broker = MosquittoBroker(work / "broker", extra_config=BROKER_EXTRA)
     broker.start()
+    load_start = os.getloadavg()[0]
     try:
         bundle = make_bundle(work, args.mb, args.chunk_size)
         size = args.chunk_size + HEADER_BYTES
@@ -344,7 +372,7 @@ def main() -> int:
             count = max(64, int(args.mb * 1024 * 1024 / args.chunk_size))
             raw1 = raw_throughput(broker.url, size, count, qos=1)
             raw0 = raw_throughput(broker.url, size, count, qos=0)
-            e2e = run_devices(broker.url, bundle, work / "keys", work / "e2e", ["dev-0"], 600)
+            e2e = run_devices(broker.url, bundle, work, ["dev-0"])
             rate = e2e["bundle_bytes"] / e2e["seconds"]
             out = {
                 "mode": "e2e",
@@ -359,20 +387,27 @@ def main() -> int:
                 **e2e,
             }
         else:
-            cls = DeliveryOnlyInstaller if args.install == "skip" else Installer
-            keys = work / "keys"
-            one = run_devices(broker.url, bundle, keys, work / "one", ["dev-0"], 600, cls)
-            names = [f"dev-{i}" for i in range(args.devices)]
-            many = run_devices(broker.url, bundle, keys, work / "many", names, 1800, cls)
+            one = run_fleet(
+                broker.url, bundle, work / "one", count=1, procs=1, install=args.install
+            )
+            many = run_fleet(
+                broker.url,
+                bundle,
+                work / "many",
+                count=args.devices,
+                procs=args.procs,
+                install=args.install,
+            )
             out = {
                 "mode": "fleet",
                 "install": args.install,
                 "mb": args.mb,
+                "cpus": os.cpu_count(),
+                **fleet_figures(one, many),
                 "one": one,
                 "many": many,
-                "time_ratio": round(many["seconds"] / one["seconds"], 2),
-                "server_bytes_per_bundle": round(many["server_bytes"] / many["bundle_bytes"], 2),
             }
+        out["loadavg_1m"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
         print(json.dumps(out))
     finally:
         broker.stop()

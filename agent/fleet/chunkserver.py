@@ -46,6 +46,7 @@ class ServerStats:
     bytes: int = 0
     skipped_recent: int = 0
     held: int = 0  # re-sends delayed to be shared by late joiners
+    last_chunk_s: float = 0.0  # time.monotonic() when the latest chunk frame went out
     devices: set[str] = field(default_factory=set)
 
 
@@ -196,6 +197,8 @@ class ChunkServer:
             self._client.publish(topic, frame, qos=self._chunk_qos)
             self.stats.frames += 1
             self.stats.bytes += len(frame)
+        if frames:
+            self.stats.last_chunk_s = time.monotonic()
         # The ack's index says how many frames this batch published: a batch the resend
         # guard or hold emptied must not look like "chunks sent, none arrived" (too_large).
         self._client.publish(topic, encode_frame(FrameKind.ACK, 0, len(frames), b""), qos=1)

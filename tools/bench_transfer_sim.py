@@ -1,0 +1,200 @@
+"""Simulated devices for tools/bench_transfer.py: real update code, shared MQTT connections.
+
+Each simulated device is a real ``UpdateService`` with its own ``Installer``, state
+directory, ``TransferSession``, planner and part files (the production code, unchanged).
+Devices of one process share one MQTT connection through ``FanoutHub``: each topic
+filter is subscribed once, the broker sends every stream frame once per process and
+the hub hands the same bytes to every device subscribed to it. ``fleet`` runs several
+such processes (``_devices`` mode) so the devices' CPU work is not serialised by one
+interpreter lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.fleet.mqttclient import FleetClient
+from agent.update.installer import Installer, InstallResult
+from agent.update.manifest import Manifest
+from agent.update.policy import DeviceFacts
+from agent.update.probe import TrialResult
+from agent.update.transfer.service import ServiceSettings, UpdateService
+from agent.update.transfer.wire import Topics
+from agent.update.verify import Verified
+
+Callback = Callable[[str, bytes], None]
+TERMINAL = ("successful", "failed")
+
+
+class PassProbe:
+    def trial(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
+        del slot, manifest  # the trial is not what this benchmark measures
+        return TrialResult(ok=model_path.is_file(), detail="bench")
+
+    def restored(self, slot: str, model_path: Path | None) -> None:
+        del slot, model_path
+
+
+class DeliveryOnlyInstaller(Installer):
+    """The real verify (signature, targeting, floors); ``install`` only confirms the files.
+
+    ``fleet --install skip``: the figure then covers the delivery protocol (manifest,
+    chunk transfer, per-chunk and whole-file checks) without the stagings.
+    """
+
+    def install(self, verified: Verified, files_dir: Path) -> InstallResult:
+        manifest = verified.manifest
+        ok = all((files_dir / f.name).stat().st_size == f.length for f in manifest.files)
+        outcome = "committed" if ok else "inconsistent"
+        return InstallResult(manifest.slot, outcome, None, manifest.manifest_version)
+
+
+INSTALLERS: dict[str, type[Installer]] = {"real": Installer, "skip": DeliveryOnlyInstaller}
+
+
+class FanoutHub:
+    """Many simulated devices on one MQTT connection: each filter subscribed once."""
+
+    def __init__(self, client: FleetClient) -> None:
+        self.client = client
+        self._subs: dict[str, dict[int, Callback]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, topic_filter: str, owner: int, callback: Callback) -> None:
+        with self._lock:
+            first = topic_filter not in self._subs
+            self._subs.setdefault(topic_filter, {})[owner] = callback
+        if first:
+            self.client.subscribe(topic_filter, functools.partial(self._fan, topic_filter))
+
+    def remove(self, topic_filter: str, owner: int) -> None:
+        with self._lock:
+            callbacks = self._subs.get(topic_filter, {})
+            callbacks.pop(owner, None)
+            last = topic_filter in self._subs and not callbacks
+            if last:
+                del self._subs[topic_filter]
+        if last:
+            self.client.unsubscribe(topic_filter)
+
+    def _fan(self, topic_filter: str, topic: str, payload: bytes) -> None:
+        with self._lock:
+            callbacks = list(self._subs.get(topic_filter, {}).values())
+        for callback in callbacks:
+            callback(topic, payload)
+
+
+class DeviceBus:
+    """One simulated device's view of the hub (the ``Bus`` the update service uses)."""
+
+    def __init__(self, hub: FanoutHub, owner: int) -> None:
+        self._hub = hub
+        self._owner = owner
+        self.phases: dict[str, float] = {}  # op status -> first time.monotonic() it was published
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> object:
+        if "/op/model_update/" in topic:
+            status = json.loads(payload).get("status", "")
+            self.phases.setdefault(status, time.monotonic())
+        return self._hub.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def subscribe(self, topic_filter: str, callback: Callback) -> None:
+        self._hub.add(topic_filter, self._owner, callback)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self._hub.remove(topic_filter, self._owner)
+
+
+class DeviceGroup:
+    """The devices of one process: one connection, one hub, a service per device."""
+
+    def __init__(
+        self,
+        url: str,
+        topics: Topics,
+        work: Path,
+        names: list[str],
+        *,
+        keys: Path,
+        fleet: str,
+        install: str,
+        window: int,
+    ) -> None:
+        self.client = FleetClient(url).connect()
+        self.hub = FanoutHub(self.client)
+        self.stop = threading.Event()
+        self.services: list[UpdateService] = []
+        self.buses: list[DeviceBus] = []
+        for owner, name in enumerate(names):
+            installer = INSTALLERS[install](
+                work / "devices" / name,
+                provisioned_root=keys / "root.json",
+                facts=DeviceFacts(name, fleet, {}),
+                probe=PassProbe(),
+            )
+            settings = ServiceSettings(
+                name, fleet, window=window, stall_s=2.0, progress_interval_s=5.0
+            )
+            bus = DeviceBus(self.hub, owner)
+            service = UpdateService(bus, installer, topics, settings, self.stop)
+            service.start()
+            self.buses.append(bus)
+            self.services.append(service)
+
+    def done(self) -> bool:
+        return all(s.results for s in self.services)
+
+    def wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.done():
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        for service in self.services:
+            service.join()
+        self.client.close()
+
+    def report(self) -> list[dict[str, Any]]:
+        """Per device: terminal status and the monotonic time each op status first went out."""
+        return [
+            {
+                "status": s.results[-1]["status"] if s.results else "none",
+                "phases": dict(b.phases),
+            }
+            for s, b in zip(self.services, self.buses, strict=True)
+        ]
+
+
+def device_process(args: argparse.Namespace) -> None:
+    """``_devices`` mode: start devices, say ready, run until they end; one JSON line out."""
+    names = [f"dev-{i}" for i in range(args.first, args.first + args.count)]
+    topics = Topics("ea/v1")
+    group = DeviceGroup(
+        args.url,
+        topics,
+        args.work,
+        names,
+        keys=args.keys,
+        fleet=args.fleet,
+        install=args.install,
+        window=args.window,
+    )
+    time.sleep(0.3)  # subscriptions settled
+    cpu_start = time.process_time()
+    print("ready", flush=True)
+    group.wait(args.timeout)
+    # CPU of this process while its devices worked: their threads, the shared MQTT network
+    # thread and the fan-out (the wait loop above costs a wake-up every 20 ms).
+    cpu_s = time.process_time() - cpu_start
+    group.close()
+    print(json.dumps({"cpu_s": cpu_s, "devices": group.report()}), flush=True)
+    sys.stdout.flush()
