@@ -16,7 +16,7 @@ import numpy.typing as npt
 from agent.capture.base import Source
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
-from agent.errors import SourceOpenError, SourceSpecError
+from agent.errors import CaptureError, SourceOpenError, SourceSpecError
 from agent.log import get_logger
 
 log = get_logger(__name__)
@@ -90,7 +90,13 @@ def ffmpeg_open_params(open_timeout_s: float, read_timeout_s: float) -> list[int
 
 
 class VideoCaptureSource:
-    """A cv2.VideoCapture; file sources are paced to their fps (or flat-out) and may loop."""
+    """A cv2.VideoCapture; file sources are paced to their fps (or flat-out) and may loop.
+
+    ``live_camera`` marks a network stream: once one of its reads fails (the server
+    closed, or the read timed out) OpenCV's FFmpeg capture never delivers again, so
+    ``read()`` raises CaptureError and the capture thread reopens at once instead of
+    retrying a dead capture until the stall timeout.
+    """
 
     def __init__(
         self,
@@ -100,8 +106,10 @@ class VideoCaptureSource:
         paced: bool,
         loop: bool,
         rewindable: bool,
+        live_camera: CameraConfig | None = None,
     ) -> None:
         self._cap = cap
+        self._live_camera = live_camera
         self._fps = fps
         self._period_s = 1.0 / fps if paced and fps > 0 else 0.0
         self._loop = loop and rewindable
@@ -127,6 +135,11 @@ class VideoCaptureSource:
                 return _as_u8(image)
         if self._finite:
             self._ended = True
+        if self._live_camera is not None:
+            camera = self._live_camera
+            raise CaptureError(
+                f"camera {camera.name}: stream lost", camera=camera.name, source=camera.source
+            )
         return None
 
     def read(self) -> npt.NDArray[np.uint8] | None:
@@ -185,9 +198,31 @@ class ImageDirSource:
         self._index = len(self._files)
 
 
+def _open_ffmpeg(target: str, params: list[int], options: str | None) -> cv2.VideoCapture:
+    """Open through FFmpeg with OPENCV_FFMPEG_CAPTURE_OPTIONS = ``options`` for this open only.
+
+    OpenCV reads the variable at open time and it is process-wide: the low-latency RTSP
+    flags must not reach a file open (``fflags;nobuffer`` loses a file's first frame), so
+    every FFmpeg open holds the lock and the variable is removed again after an RTSP open.
+    An operator's own value wins and stays. OpenCV serializes FFmpeg opens behind its own
+    mutex anyway, so the lock costs no concurrency.
+    """
+    with _ENV_LOCK:
+        ours = options is not None and FFMPEG_OPTIONS_ENV not in os.environ
+        if ours:
+            os.environ[FFMPEG_OPTIONS_ENV] = str(options)
+        try:
+            if not params:
+                return cv2.VideoCapture(target)  # file: OpenCV picks the backend
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        finally:
+            if ours:
+                os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+
+
 def _open_capture(camera: CameraConfig, spec: SourceSpec) -> cv2.VideoCapture:
     if spec.kind == "file":
-        return cv2.VideoCapture(spec.target)
+        return _open_ffmpeg(spec.target, [], None)
     if spec.kind == "v4l2":
         cap = cv2.VideoCapture(spec.target, cv2.CAP_V4L2)
         # One buffered frame: a slow reader must get the newest frame, not a stale queue.
@@ -198,15 +233,10 @@ def _open_capture(camera: CameraConfig, spec: SourceSpec) -> cv2.VideoCapture:
         cap.set(cv2.CAP_PROP_FPS, camera.fps)
         return cap
     if spec.kind == "rtsp":
-        with _ENV_LOCK:
-            # OpenCV reads this variable at open time; an operator's own value wins.
-            os.environ.setdefault(FFMPEG_OPTIONS_ENV, FFMPEG_LOW_LATENCY)
-            read_timeout_s = min(camera.stall_timeout_s, camera.open_timeout_s)
-            return cv2.VideoCapture(
-                spec.target,
-                cv2.CAP_FFMPEG,
-                ffmpeg_open_params(camera.open_timeout_s, read_timeout_s),
-            )
+        # A read that times out leaves the capture dead for good, so it times out only
+        # when the stall is due: a quiet gap shorter than stall_timeout_s keeps the stream.
+        params = ffmpeg_open_params(camera.open_timeout_s, camera.stall_timeout_s)
+        return _open_ffmpeg(spec.target, params, FFMPEG_LOW_LATENCY)
     return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
 
 
@@ -244,4 +274,5 @@ def open_source(camera: CameraConfig, board: BoardConfig, *, paced: bool = True)
         paced=paced and spec.kind == "file",
         loop=camera.loop,
         rewindable=spec.kind == "file",
+        live_camera=camera if spec.kind == "rtsp" else None,
     )

@@ -140,7 +140,12 @@ class CameraCapture:
         """Read until stop, abandonment, a stall or the end; True at the end of a finite source."""
         stable_since = time.monotonic()
         while self._current(generation):
-            image = source.read()
+            try:
+                image = source.read()
+            except CaptureError as exc:  # a live stream that cannot deliver again: reopen now
+                if generation == self._generation:
+                    self._record_lost(str(exc), time.monotonic())
+                return False
             now = time.monotonic()
             if generation != self._generation:
                 return False  # abandoned while blocked in read()
@@ -163,6 +168,13 @@ class CameraCapture:
         delay = self._backoff.next_delay_s()
         self._last_progress_s = time.monotonic() + delay
         self._stop.wait(delay)
+
+    def _record_lost(self, error: str, now: float) -> None:
+        if now - self._last_progress_s > self._settings.stall_timeout_s:
+            self._record_stall("read_failed")  # the read waited out the stall timeout
+            return
+        self.last_error = error
+        log.warning("source_lost", camera=self.name, error=error)
 
     def _record_stall(self, why: str) -> None:
         self.stalls.add()
