@@ -143,6 +143,9 @@ def judge_sample(  # noqa: PLR0911 - one return per verdict, worst first
         odd.append(f"{sample.black_frames} black frame(s)")
     if sample.overexposed_frames:
         odd.append(f"{sample.overexposed_frames} over-exposed frame(s)")
+    span_s = sample.last_s - sample.first_s
+    if sample.ended and span_s < window_s * 0.9:
+        odd.append(f"the source ended after {span_s:.1f} s of the {window_s:.1f} s sample")
     if odd:
         return warn(
             name,
@@ -164,7 +167,10 @@ def sample_source(camera: CameraConfig, board: BoardConfig, window_s: float) -> 
     try:
         deadline = time.monotonic() + window_s + camera.open_timeout_s
         while time.monotonic() < deadline:
-            image = source.read()
+            try:
+                image = source.read()
+            except CaptureError:  # a stream lost mid-sample: report what was seen
+                image = None
             now = time.monotonic()
             if image is None:
                 sample.ended = True

@@ -24,6 +24,7 @@ from agent.capture.sources import FFMPEG_LOW_LATENCY, FFMPEG_OPTIONS_ENV, ffmpeg
 from agent.capture.worker import CameraCapture, CaptureSettings
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
+from agent.diag.camera import check_camera_local
 from agent.errors import SourceOpenError
 from tests.support.rtsp_server import RtspServer, SilentListener, clip_frames, refused_url
 
@@ -288,3 +289,18 @@ def test_listener_that_never_answers_is_an_open_timeout(server, stop):
         silent.close()
     assert good_capture.join(good.stall_timeout_s + 2)
     assert stuck_capture.join(stuck.open_timeout_s + 2)
+
+
+def test_diag_sample_of_a_stream_that_drops_reports_the_frames_seen(server):
+    """``edge-agent diag``'s camera check keeps what it saw when the stream is lost mid-sample."""
+    camera = rtsp_camera(server.url, stall_timeout_s=5.0, open_timeout_s=3.0)
+    dropper = threading.Timer(2.0, server.drop_clients)  # open takes ~1.3 s, then frames
+    dropper.start()
+    try:
+        result = check_camera_local(camera, BoardConfig(), window_s=6.0)
+    finally:
+        dropper.cancel()
+    assert result.data["frames"] >= 2, result
+    assert result.data["shape"] == [480, 640, 3]
+    assert result.status == "warn", result
+    assert "the source ended after" in result.detail, result
