@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import ServedBundle
@@ -169,7 +170,7 @@ class ChunkServer:
     ) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
-        frames: list[bytes] = []
+        frames: list[bytes | bytearray] = []
         for item in sorted(items):
             key = (bundle.deployment_id, item)
             sent = self._last_sent.get(key)
@@ -180,23 +181,29 @@ class ChunkServer:
                 self._hold(bundle.deployment_id, item, items[item], now)
                 continue
             kind, file_no, index = item
-            digest = None
-            if kind == FrameKind.INDEX:
-                payload = bundle.index_piece(index)
-            else:
-                payload = bundle.chunk(file_no, index)
-                digest = bundle.chunk_digest(file_no, index)
-            if payload is None:
-                self.stats.bad_requests += 1
-                continue
-            frames.append(encode_frame(FrameKind(kind), file_no, index, payload, digest))
+            # Chunks are read straight into their frame (digest from the chunk index).
+            frame: bytes | bytearray | None = (
+                bundle.chunk_frame(file_no, index) if kind == FrameKind.CHUNK else None
+            )
+            if frame is None:
+                payload = (
+                    bundle.index_piece(index)
+                    if kind == FrameKind.INDEX
+                    else bundle.chunk(file_no, index)
+                )
+                if payload is None:
+                    self.stats.bad_requests += 1
+                    continue
+                frame = encode_frame(FrameKind(kind), file_no, index, payload)
+            frames.append(frame)
             self._last_sent[key] = now
         if self._mangle is not None:
-            frames = self._mangle(frames)
-        for frame in frames:
-            self._client.publish(topic, frame, qos=self._chunk_qos)
+            frames = list(self._mangle([bytes(f) for f in frames]))
+        for data in frames:
+            # paho publishes a bytearray as it is; FleetClient's annotation only says bytes.
+            self._client.publish(topic, cast("bytes", data), qos=self._chunk_qos)
             self.stats.frames += 1
-            self.stats.bytes += len(frame)
+            self.stats.bytes += len(data)
         if frames:
             self.stats.last_chunk_s = time.monotonic()
         # The ack's index says how many frames this batch published: a batch the resend

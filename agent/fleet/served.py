@@ -10,6 +10,7 @@ from agent.errors import AgentError, DownloadError
 from agent.update.bundle import parse_chunk_index, read_manifest
 from agent.update.envelope import parse_envelope
 from agent.update.manifest import Manifest, parse_manifest
+from agent.update.transfer.wire import chunk_frame_buffer
 from agent.update.verify import MAX_ENVELOPE_BYTES
 
 
@@ -47,13 +48,38 @@ class ServedBundle:
         offset = index * self.chunk_size
         if index < 0 or offset >= entry.length:
             return None
+        return os.pread(self._fd(file_no), min(self.chunk_size, entry.length - offset), offset)
+
+    def chunk_frame(self, file_no: int, index: int) -> bytearray | None:
+        """Chunk ``index`` of file ``file_no`` as a whole chunk frame, read straight into it.
+
+        None when out of range, or when the chunk index gave no digests (then the caller
+        builds the frame from ``chunk`` and hashes it).
+        """
+        digest = self.chunk_digest(file_no, index)
+        if digest is None or not 0 <= file_no < len(self.manifest.files):
+            return None
+        entry = self.manifest.files[file_no]
+        offset = index * self.chunk_size
+        length = min(self.chunk_size, entry.length - offset)
+        if index < 0 or length <= 0:
+            return None
+        frame, payload = chunk_frame_buffer(file_no, index, length, digest)
+        if os.preadv(self._fd(file_no), [payload], offset) != length:
+            return None  # the file shrank under us: the request is answered by a resend later
+        return frame
+
+    def _fd(self, file_no: int) -> int:
         fd = self._fds.get(file_no)
         if fd is None:
-            fd = self._fds.setdefault(file_no, os.open(self.directory / entry.name, os.O_RDONLY))
-        return os.pread(fd, min(self.chunk_size, entry.length - offset), offset)
+            name = self.manifest.files[file_no].name
+            fd = self._fds.setdefault(file_no, os.open(self.directory / name, os.O_RDONLY))
+        return fd
 
     def chunk_digest(self, file_no: int, index: int) -> bytes | None:
         """The chunk's SHA-256 from the chunk index, or None when the index does not have it."""
+        if file_no < 0 or index < 0:
+            return None
         try:
             return self.digests[file_no][index]
         except IndexError:

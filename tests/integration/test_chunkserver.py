@@ -12,7 +12,7 @@ from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
-from agent.update.transfer.wire import ChunkRequest, FrameKind, decode_frame
+from agent.update.transfer.wire import ChunkRequest, FrameKind, decode_frame, encode_frame
 from tests.integration.test_delivery import FLEET, TOPICS, make_bundle
 from tests.support.mosquitto import MosquittoBroker
 
@@ -78,3 +78,24 @@ def test_guard_skips_listeners_that_saw_it_and_hold_shares_resends(
         server.join()
         for client in (watcher, server_client, devices):
             client.close()
+
+
+def test_served_chunk_frames_are_read_into_place_with_index_digests(
+    tmp_path: Path, short_range_model: Path
+) -> None:
+    """A chunk frame read straight into its buffer is byte for byte the encoded frame."""
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    entry = served.manifest.files[0]
+    last = -(-entry.length // served.chunk_size) - 1
+    for index in (0, last):
+        chunk = served.chunk(0, index)
+        assert chunk is not None
+        frame = served.chunk_frame(0, index)
+        assert frame is not None
+        assert bytes(frame) == encode_frame(FrameKind.CHUNK, 0, index, chunk)
+        assert decode_frame(bytes(frame)).header_ok
+    assert served.chunk_frame(0, last + 1) is None
+    assert served.chunk_frame(1, 0) is None
+    assert served.chunk_frame(0, -1) is None
+    served.close()

@@ -59,6 +59,18 @@ def encode_frame(
     return _HEADER.pack(MAGIC, int(kind), file, index, len(payload), digest) + payload
 
 
+def chunk_frame_buffer(
+    file: int, index: int, length: int, sha256: bytes
+) -> tuple[bytearray, memoryview]:
+    """A chunk frame with its header packed and the view its ``length`` payload bytes go in.
+
+    Lets the server read a chunk straight into the frame (one buffer, no concatenation).
+    """
+    buffer = bytearray(HEADER_BYTES + length)
+    _HEADER.pack_into(buffer, 0, MAGIC, int(FrameKind.CHUNK), file, index, length, sha256)
+    return buffer, memoryview(buffer)[HEADER_BYTES:]
+
+
 def decode_frame(data: bytes) -> Frame:
     if len(data) < HEADER_BYTES:
         raise FrameError("frame shorter than its header")
