@@ -16,7 +16,7 @@ from typing import Any
 from agent.errors import DownloadError, Reason, VerificationError
 from agent.update.envelope import canonical_bytes, strict_loads
 from agent.update.manifest import Manifest
-from agent.update.store import check_file
+from agent.update.stagefiles import check_file
 from agent.update.trust import MAX_ROOT_BYTES
 from agent.update.verify import MAX_ENVELOPE_BYTES
 

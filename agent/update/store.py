@@ -15,7 +15,6 @@ on the install path.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from agent.fsutil import fsync_dir
 from agent.log import get_logger
 from agent.update import faults
 from agent.update.manifest import FileEntry
+from agent.update.stagefiles import check_file, copy_verified, link_verified_part
 
 log = get_logger(__name__)
 
@@ -39,7 +39,6 @@ VERSION_RE = re.compile(r"^\.v-([0-9a-f]{64})$")
 META_NAME = "_version.json"  # store-owned; manifest file names cannot start with "_"
 MANIFEST_NAME = "_manifest.dsse.json"
 POINTERS = ("current", "previous")
-READ_BLOCK = 1 << 20
 FreeBytes = Callable[[Path], int]
 
 
@@ -67,101 +66,6 @@ def rmtree_readonly(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
-
-
-def hash_file(path: Path, limit: int) -> tuple[int, str]:
-    """(length, sha256) reading at most ``limit + 1`` bytes so an endless file stops early."""
-    digest = hashlib.sha256()
-    total = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        while total <= limit:
-            block = handle.read(min(READ_BLOCK, limit + 1 - total))
-            if not block:
-                break
-            digest.update(block)
-            total += len(block)
-    return total, digest.hexdigest()
-
-
-def check_file(path: Path, entry: FileEntry) -> None:
-    """Raise ``DownloadError`` unless ``path`` has exactly the signed length and hash."""
-    try:
-        length, digest = hash_file(path, entry.length)
-    except OSError as exc:
-        raise DownloadError(
-            Reason.LENGTH_MISMATCH, f"{entry.name}: cannot read: {exc}", file=entry.name
-        ) from exc
-    if length != entry.length:
-        raise DownloadError(
-            Reason.LENGTH_MISMATCH,
-            f"{entry.name}: {length} bytes, manifest says {entry.length}",
-            file=entry.name,
-        )
-    if digest != entry.sha256:
-        raise DownloadError(Reason.HASH_MISMATCH, f"{entry.name}: sha256 mismatch", file=entry.name)
-
-
-def _copy_verified(src: Path, dst: Path, entry: FileEntry) -> None:
-    """Copy at most length+1 bytes, hashing the bytes we write (not a re-read of the source)."""
-    digest = hashlib.sha256()
-    total = 0
-    in_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(in_fd, "rb") as reader, os.fdopen(out_fd, "wb") as writer:
-        while total <= entry.length:
-            block = reader.read(min(READ_BLOCK, entry.length + 1 - total))
-            if not block:
-                break
-            digest.update(block)
-            writer.write(block)
-            total += len(block)
-        writer.flush()
-        os.fsync(writer.fileno())
-    if total != entry.length:
-        raise DownloadError(
-            Reason.LENGTH_MISMATCH,
-            f"{entry.name}: {'more than ' if total > entry.length else ''}{total} bytes, "
-            f"manifest says {entry.length}",
-            file=entry.name,
-        )
-    if digest.hexdigest() != entry.sha256:
-        raise DownloadError(Reason.HASH_MISMATCH, f"{entry.name}: sha256 mismatch", file=entry.name)
-
-
-def _link_verified_part(src: Path, dst: Path, entry: FileEntry) -> bool:
-    """Hard-link a transfer's finished part file as ``dst``; False when it must be copied.
-
-    Only a regular file of ours with exactly one name and the signed length is linked
-    (a second name would be a second writer). The transfer never writes to a part file
-    with more than one link, so the store's inode is only ever written by the transfer
-    before it verified the whole file.
-    """
-    try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        before = os.fstat(fd)
-        if (
-            not stat.S_ISREG(before.st_mode)
-            or before.st_uid != os.getuid()
-            or before.st_nlink != 1
-            or before.st_size != entry.length
-        ):
-            return False
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError:  # another filesystem (EXDEV), links not allowed: copy instead
-            return False
-        linked = os.lstat(dst)
-        if (linked.st_dev, linked.st_ino) != (before.st_dev, before.st_ino):
-            dst.unlink()  # the source name was swapped between open and link
-            return False
-        os.fsync(fd)  # the transfer synced the data; this covers the inode as well
-    finally:
-        os.close(fd)
-    return True
 
 
 class ModelStore:
@@ -276,11 +180,11 @@ class ModelStore:
         try:
             for entry in files:
                 src, dst = source_dir / entry.name, tmp / entry.name
-                if linkable and _link_verified_part(src, dst, entry):
+                if linkable and link_verified_part(src, dst, entry):
                     if derive is not None:  # the derived file is built from these bytes
                         check_file(dst, entry)
                     continue
-                _copy_verified(src, dst, entry)
+                copy_verified(src, dst, entry)
             meta = {**info, **derive(tmp)} if derive is not None else info
             for name, data in (
                 (MANIFEST_NAME, manifest_bytes),
