@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,14 @@ BROKER_EXTRA = [
 TARGET_RATIO = 3.0
 
 
-def raw_publisher(url: str, size: int, count: int, qos: int) -> None:
+def raw_publisher(url: str, size: int, count: int, qos: int, topic: str) -> None:
     """The sending side of the raw figure (own process): ``count`` messages of ``size`` bytes."""
     pub = FleetClient(url).connect()
     payload = os.urandom(size)
     window = 16  # the in-flight bound of the previous figures (QoS 1)
     infos = []
     for _ in range(count):
-        infos.append(pub.publish("bench/raw", payload, qos=qos))
+        infos.append(pub.publish(topic, payload, qos=qos))
         if qos and len(infos) >= window:
             infos.pop(0).wait_for_publish(10)
     for info in infos:
@@ -94,6 +95,44 @@ def raw_throughput(url: str, size: int, count: int, qos: int) -> float:
         return 0.0
     # First to last arrival: excludes the publisher's start-up; QoS 0 losses count as lost.
     return size * (len(times) - 1) / (times[-1] - times[0])
+
+
+def broker_fanout_cpu(broker: MosquittoBroker, size: int, count: int, subscribers: int) -> float:
+    """Broker CPU seconds per byte per subscriber: one publisher, ``subscribers`` receivers.
+
+    Measured from Mosquitto's own CPU time (/proc), so slow Python receivers do not count;
+    the one copy it receives is included (a slight overestimate of the per-copy cost).
+    """
+    received = [0] * subscribers
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def receiver(n: int) -> Callable[[str, bytes], None]:
+        def on_message(_topic: str, _payload: bytes) -> None:
+            with lock:
+                received[n] += 1
+                if min(received) >= count:
+                    done.set()
+
+        return on_message
+
+    subs = [FleetClient(broker.url).connect() for _ in range(subscribers)]
+    for n, sub in enumerate(subs):
+        sub.subscribe("bench/fanout", receiver(n))
+    time.sleep(0.3)
+    pid = broker.process.pid if broker.process is not None else None
+    before = process_cpu_s(pid)
+    cmd = [sys.executable, __file__, "_rawpub", "--url", broker.url, "--size", str(size)]
+    proc = subprocess.Popen([*cmd, "--count", str(count), "--qos", "0", "--topic", "bench/fanout"])
+    done.wait(120)
+    proc.wait(60)
+    after = process_cpu_s(pid)
+    for sub in subs:
+        sub.close()
+    copies = sum(received)
+    if before is None or after is None or copies == 0:
+        return 0.0
+    return (after - before) / (size * copies)
 
 
 class ServerProcess:
@@ -240,17 +279,30 @@ class DeviceProcesses:
         return devices, cpu_s
 
 
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_fleet(
-    url: str, bundle: Path, work: Path, *, count: int, procs: int, install: str
+    broker: MosquittoBroker, bundle: Path, work: Path, *, count: int, procs: int, install: str
 ) -> dict[str, Any]:
+    url = broker.url
     keys = work.parent / "keys"
     group = DeviceProcesses(url, keys, work, count=count, procs=procs, install=install)
     op = FleetClient(url).connect()
     served = load_bundle(bundle)
     server = ServerProcess(url, bundle)
+    pid = broker.process.pid if broker.process is not None else None
+    broker_cpu_start = process_cpu_s(pid)
     start = time.monotonic()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
     devices, cpu_s = group.finish(timeout_s=1800)
+    broker_cpu_end = process_cpu_s(pid)
     stats = server.finish()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)
     op.close()
@@ -280,21 +332,43 @@ def run_fleet(
         "server_bytes": stats["bytes"],
         "server_cpu_s": stats["cpu_s"],
         "bundle_bytes": served.manifest.total_length,
+        # Mosquitto sends each stream frame once per connection (one per device process).
+        "broker_cpu_s": (
+            round(broker_cpu_end - broker_cpu_start, 2)
+            if broker_cpu_start is not None and broker_cpu_end is not None
+            else None
+        ),
         # (c) CPU of the device processes (devices, their shared MQTT thread and fan-out).
         "device_cpu_s": round(cpu_s, 2),
         "device_cpu_ms_per_device": round(1000 * cpu_s / count, 1),
     }
 
 
-def fleet_figures(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
+def fleet_figures(
+    one: dict[str, Any], many: dict[str, Any], fanout_s_per_byte: float
+) -> dict[str, Any]:
     """The four labelled figures of ``fleet`` from the one-device and N-device runs."""
     ratio = many["seconds"] / one["seconds"]
-    # A device with its own CPU keeps up with the stream as the single device did, so it
-    # is done about one install after the later of: the server's last needed chunk in the
-    # N-device run, and one device's own transfer time.
     transfer_one = one["phases_s"]["installing"]
     install_one = one["seconds"] - transfer_one
-    projected = max(many["server_last_chunk_s"], transfer_one) + install_one
+    # Projection for N real devices, each with its own CPU, through this one broker: the
+    # slowest of three measured rates, then one device's install.
+    # - device: one device's transfer, stretched by how much more stream it must read
+    #   (every device reads every frame of the shared stream);
+    # - broker: Mosquitto (one thread) sends the stream once per device: its CPU per byte
+    #   per subscriber is measured separately (broker_fanout_cpu), its control-traffic CPU
+    #   per device from the N-device run;
+    # - server: its CPU in the N-device run bounds its own busy time.
+    stream = many["server_bytes"] / one["server_bytes"]
+    device_s = transfer_one * stream
+    devices, procs = many["devices"], many["procs"]
+    # Mosquitto's CPU in the N-device run = the stream once per connection (procs copies,
+    # at the measured per-copy rate) + control traffic per device (requests, op states).
+    stream_copy_s = many["server_bytes"] * fanout_s_per_byte
+    control_s = max(0.0, (many["broker_cpu_s"] or 0.0) - procs * stream_copy_s) / devices
+    broker_s = devices * (stream_copy_s + control_s)
+    server_s = many["server_cpu_s"]
+    projected = max(device_s, broker_s, server_s) + install_one
     return {
         "a_measured_wall_ratio": round(ratio, 2),
         "a_target_ratio": TARGET_RATIO,
@@ -306,11 +380,21 @@ def fleet_figures(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
             "fleet": many["device_cpu_ms_per_device"],
         },
         "d_projection": {
-            "label": "PROJECTION (not measured): each device on its own CPU",
+            "label": "PROJECTION (not measured): N devices, each on its own CPU, one broker",
             "formula": (
-                "max(b_server_last_chunk_s, one.phases_s.installing) "
-                "+ (one.seconds - one.phases_s.installing)"
+                "max(device_s, broker_s, server_s) + install_s; device_s = "
+                "one.phases_s.installing * many.server_bytes / one.server_bytes; broker_s = "
+                "devices * (many.server_bytes * broker_cpu_s_per_byte_per_subscriber + "
+                "control_s); control_s = (many.broker_cpu_s - procs * many.server_bytes * "
+                "broker_cpu_s_per_byte_per_subscriber) / devices; server_s = many.server_cpu_s; "
+                "install_s = one.seconds - one.phases_s.installing"
             ),
+            "broker_cpu_s_per_byte_per_subscriber": fanout_s_per_byte,
+            "control_s": round(control_s, 5),
+            "device_s": round(device_s, 3),
+            "broker_s": round(broker_s, 3),
+            "server_s": round(server_s, 3),
+            "install_s": round(install_one, 3),
             "seconds": round(projected, 3),
             "ratio": round(projected / one["seconds"], 2),
         },
@@ -325,6 +409,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--qos", type=int, default=1)
+    parser.add_argument("--topic", default="bench/raw")
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument(
@@ -353,7 +438,7 @@ def main() -> int:
         serve_process(args.url, args.bundle)
         return 0
     if args.mode == "_rawpub":
-        raw_publisher(args.url, args.size, args.count, args.qos)
+        raw_publisher(args.url, args.size, args.count, args.qos, args.topic)
         return 0
     if args.mode == "_devices":
         device_process(args)
@@ -387,23 +472,23 @@ def main() -> int:
                 **e2e,
             }
         else:
-            one = run_fleet(
-                broker.url, bundle, work / "one", count=1, procs=1, install=args.install
-            )
+            one = run_fleet(broker, bundle, work / "one", count=1, procs=1, install=args.install)
             many = run_fleet(
-                broker.url,
+                broker,
                 bundle,
                 work / "many",
                 count=args.devices,
                 procs=args.procs,
                 install=args.install,
             )
+            # Enough copies (>= 128 MiB) for the broker's CPU ticks (10 ms) to resolve it.
+            fanout = broker_fanout_cpu(broker, size, 256, subscribers=4)
             out = {
                 "mode": "fleet",
                 "install": args.install,
                 "mb": args.mb,
                 "cpus": os.cpu_count(),
-                **fleet_figures(one, many),
+                **fleet_figures(one, many, fanout),
                 "one": one,
                 "many": many,
             }

@@ -140,9 +140,8 @@ class DeviceGroup:
                 facts=DeviceFacts(name, fleet, {}),
                 probe=PassProbe(),
             )
-            settings = ServiceSettings(
-                name, fleet, window=window, stall_s=2.0, progress_interval_s=5.0
-            )
+            # The daemon's settings (agent/update/transfer/wiring.py): defaults but the window.
+            settings = ServiceSettings(name, fleet, window=window)
             bus = DeviceBus(self.hub, owner)
             service = UpdateService(bus, installer, topics, settings, self.stop)
             service.start()
