@@ -168,6 +168,8 @@ def serve_process(url: str, bundle: Path) -> None:
         "frames": stats.frames,
         "bytes": stats.bytes,
         "skipped": stats.skipped_recent,
+        "resent": stats.resent,
+        "held": stats.held,
         "last_chunk_s": stats.last_chunk_s,  # time.monotonic(): one clock for all processes
         "cpu_s": round(time.process_time() - cpu_start, 2),
     }
@@ -329,6 +331,9 @@ def run_fleet(
         # (b) the server side.
         "server_last_chunk_s": round(stats["last_chunk_s"] - start, 3),
         "server_frames": stats["frames"],
+        "server_resent_frames": stats["resent"],
+        "server_held": stats["held"],
+        "server_skipped_recent": stats["skipped"],
         "server_bytes": stats["bytes"],
         "server_cpu_s": stats["cpu_s"],
         "bundle_bytes": served.manifest.total_length,

@@ -47,6 +47,7 @@ class ServerStats:
     bytes: int = 0
     skipped_recent: int = 0
     held: int = 0  # re-sends delayed to be shared by late joiners
+    resent: int = 0  # frames that had gone out before (late joiners, lost or stalled chunks)
     last_chunk_s: float = 0.0  # time.monotonic() when the latest chunk frame went out
     devices: set[str] = field(default_factory=set)
 
@@ -196,6 +197,7 @@ class ChunkServer:
                     continue
                 frame = encode_frame(FrameKind(kind), file_no, index, payload)
             frames.append(frame)
+            self.stats.resent += int(sent is not None)
             self._last_sent[key] = now
         if self._mangle is not None:
             frames = list(self._mangle([bytes(f) for f in frames]))
