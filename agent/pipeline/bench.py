@@ -207,6 +207,7 @@ class PipelineTally:
     inference_ms: list[float] = field(default_factory=list)
     preprocess_ms: list[float] = field(default_factory=list)
     postprocess_ms: list[float] = field(default_factory=list)
+    handoff_ms: list[float] = field(default_factory=list)
     capture_age_ms: list[float] = field(default_factory=list)
     post_dropped: int = 0
     health: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -223,6 +224,7 @@ class PipelineTally:
             "inference_ms": summarise(self.inference_ms),
             "preprocess_ms": summarise(self.preprocess_ms),
             "postprocess_ms": summarise(self.postprocess_ms),
+            "handoff_ms": summarise(self.handoff_ms),
             "capture_age_ms": summarise(self.capture_age_ms),
             "post_dropped": self.post_dropped,
             "health": self.health,
@@ -272,6 +274,7 @@ def pipeline_round(
             tally.inference_ms += timings.inference_ms.values()[skip:]
             tally.preprocess_ms += timings.preprocess_ms.values()[skip:]
             tally.postprocess_ms += timings.postprocess_ms.values()[skip:]
+            tally.handoff_ms += timings.handoff_ms.values()[skip:]
             tally.capture_age_ms += timings.capture_age_ms.values()[skip:]
             tally.post_dropped += worker.post_dropped - post_dropped0
             tally.health = pipeline.health_snapshot()

@@ -97,6 +97,8 @@ class Timings:
         self.preprocess_ms = SampleWindow(samples)
         self.inference_ms = SampleWindow(samples)
         self.postprocess_ms = SampleWindow(samples)
+        # Waiting between stages: prepared → invoke start, plus invoke end → decode start.
+        self.handoff_ms = SampleWindow(samples)
         self.e2e_ms = SampleWindow(samples)
 
 

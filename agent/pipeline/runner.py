@@ -268,6 +268,7 @@ class Pipeline:
                 "inference_ms": t.inference_ms.summary(),
                 "preprocess_ms": t.preprocess_ms.summary(),
                 "postprocess_ms": t.postprocess_ms.summary(),
+                "handoff_ms": t.handoff_ms.summary(),
                 "capture_age_ms": t.capture_age_ms.summary(),
                 "e2e_ms": t.e2e_ms.summary(),
                 "runtime": {"name": runtime.name, "version": runtime.version} if runtime else None,

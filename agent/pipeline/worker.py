@@ -327,6 +327,8 @@ class ModelWorker:
         t.preprocess_ms.add((prepared.prep_end_s - prepared.prep_start_s) * 1000.0)
         t.inference_ms.add((item.invoke_end_s - item.invoke_start_s) * 1000.0)
         t.postprocess_ms.add((end - start) * 1000.0)
+        waited = (item.invoke_start_s - prepared.prep_end_s) + (start - item.invoke_end_s)
+        t.handoff_ms.add(waited * 1000.0)
         t.e2e_ms.add((end - frame.captured_mono_s) * 1000.0)
 
     def _emit(self, frame: Frame, detections: list[Detection]) -> None:

@@ -111,9 +111,16 @@ def test_clip_flat_out_events_where_faces_are_and_drops_counted(
         assert key in cam
     assert cam["reconnects_last_hour"] == 0
     assert cam["stalls_last_hour"] == 0
-    for key in ("inference_ms", "preprocess_ms", "postprocess_ms", "e2e_ms"):
+    stages = ("capture_age_ms", "preprocess_ms", "handoff_ms", "inference_ms", "postprocess_ms")
+    for key in (*stages, "e2e_ms"):
         assert set(model[key]) >= {"p50", "p95"}
     assert model["e2e_ms"]["p95"] >= model["inference_ms"]["p50"]
+    # Every millisecond from capture to event is in exactly one stage (same frames, same clock).
+    timings = pipeline.workers["detector"].timings
+    per_frame = zip(*(getattr(timings, key).values() for key in stages), strict=True)
+    for total, parts in zip(timings.e2e_ms.values(), per_frame, strict=True):
+        assert total == pytest.approx(sum(parts), abs=1e-6)
+        assert min(parts) >= 0.0
     assert model["runtime"]["name"] == "ai-edge-litert"
     health = pipeline.health_snapshot()
     assert health["model:detector"]["status"] == "ok"
