@@ -142,6 +142,17 @@ class ModelLoadError(InferenceError):
     """The runtime refused the model file (corrupt, wrong format, wrong accelerator)."""
 
 
+class EngineRebuildError(ModelLoadError):
+    """A TensorRT engine could not be rebuilt from the installed ONNX file; ``reason`` says why."""
+
+    def __init__(self, reason: Reason, message: str, model: str = "", **data: Any) -> None:
+        super().__init__(message, model=model, reason=reason.value, **data)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.message}"
+
+
 class DecoderError(InferenceError):
     """Model outputs do not have the shape the configured decoder expects."""
 

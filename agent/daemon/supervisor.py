@@ -26,6 +26,7 @@ from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
+from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
 from agent.update.transfer.wiring import start_update_service
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage
@@ -118,6 +119,7 @@ class Supervisor:
         self.pipeline: PipelineLike | None = None
         self.alarms: Alarms | None = None
         self.commands: CommandDispatcher | None = None
+        self.engines: EngineRefresher | None = None
         self._cpu = CpuMeter()
         tel = self.config.telemetry
         self.drift = DriftMonitor(
@@ -157,6 +159,12 @@ class Supervisor:
         self.pipeline = self._factory(cfg, self._sink(), self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))
+
+        # Engines another TensorRT/GPU built: rebuilt in the background; the engine cache is
+        # pruned first, before the update service can stage anything.
+        self.engines = start_engine_refresh(cfg, self.state_dir, self.pipeline, self.stop_event)
+        if self.engines is not None:
+            self._stops.append(("engines", self.engines.join))
 
         # Model updates over MQTT: stopped before the pipeline (stops run in reverse).
         updates = start_update_service(cfg, self.link, self.pipeline, self.stop_event)
@@ -302,6 +310,8 @@ class Supervisor:
         comps: dict[str, dict[str, str]] = {}
         if self.pipeline is not None:
             comps.update(self.pipeline.health_snapshot())
+        if self.engines is not None:
+            comps.update(self.engines.health())  # a slot whose engine is being rebuilt
         if self.link is not None:
             comps["uplink"] = uplink_component(self.link.connected, self.link.url)
         comps["storage"] = storage_component(self.state_dir, self.config.storage.min_free_mb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +92,25 @@ def _check_image_input(backend: Backend, path: Path) -> None:
         raise ModelLoadError(f"model input {shape} is not an image batch", model=str(path))
 
 
+def _installed_engine(path: Path, options: BackendOptions) -> Path:
+    # Imported here: the update code stays off the import path of tflite/onnx devices.
+    from agent.update.engine_cache import runtime_target  # noqa: PLC0415
+    from agent.update.engine_rebuild import resolve_installed_engine  # noqa: PLC0415
+
+    return resolve_installed_engine(path, functools.partial(runtime_target, options.device_index))
+
+
 def load_model(
     model: ModelConfig, backend_name: str, path: Path, options: BackendOptions, smoke: bool = True
 ) -> LoadedModel:
     """Load, wire and (with ``smoke``) invoke once.
 
     Raises ModelLoadError or BackendUnavailableError; nothing stays open on failure.
+    A staging-built TensorRT engine that another TensorRT or GPU built loads as its
+    rebuild for this device (``agent.update.engine_rebuild``).
     """
+    if backend_name == "tensorrt":
+        path = _installed_engine(path, options)
     backend = create_backend(backend_name, path, options)
     try:
         _check_image_input(backend, path)

@@ -49,7 +49,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _sidecar(engine: Path) -> dict[str, Any]:
+def read_sidecar(engine: Path) -> dict[str, Any]:
+    """The JSON facts next to a cached engine (``<key>.json``); {} when missing or unreadable."""
     try:
         facts: dict[str, Any] = json.loads(engine.with_suffix(".json").read_text("utf-8"))
     except (OSError, ValueError):
@@ -85,6 +86,6 @@ def engine_stage_step(
                 reason, f"TensorRT engine build failed: {exc}", model=model_file
             ) from exc
         log.info("engine_staged", model=model_file, engine=engine.name)
-        return {"engine_file": name, "engine": {"cache_name": engine.name, **_sidecar(engine)}}
+        return {"engine_file": name, "engine": {"cache_name": engine.name, **read_sidecar(engine)}}
 
     return step

@@ -8,6 +8,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config.root import AgentConfig
 from agent.inference.devicefacts import collect
+from agent.update.engine_cache import PruningInstaller
 from agent.update.engines import EngineBuilder, default_engine_builder
 from agent.update.installer import Installer
 from agent.update.policy import DeviceFacts
@@ -33,7 +34,9 @@ def engine_builders(cfg: AgentConfig) -> dict[str, EngineBuilder]:
 
 
 def build_installer(cfg: AgentConfig, probe: HealthProbe) -> Installer:
-    return Installer(
+    # With TensorRT slots, each deployment step ends by pruning the engine cache.
+    kind = PruningInstaller if engine_builders(cfg) else Installer
+    return kind(
         Path(cfg.storage.state_dir),
         provisioned_root=Path(cfg.trust.root),
         facts=device_facts(cfg),

@@ -5,7 +5,8 @@ made by ``make_fake_tensorrt``. The parser reads the real ONNX file with ONNX
 Runtime (so a file that is not ONNX is refused, with parser errors, as TensorRT
 would), dynamic dims come back as -1, and ``build_serialized_network`` returns a
 fake engine (``fake_engine_bytes``) with the resolved input shape and one constant
-output per ONNX output, which the fake ``Runtime`` then deserializes and runs.
+output per ONNX output, stamped with the module's ``__version__``, which the fake
+``Runtime`` of that version then deserializes and runs (another version refuses it).
 ``trt.builds`` counts the engines built.
 """
 
@@ -142,7 +143,10 @@ def add_fake_builder(trt: types.ModuleType, *, fail_build: str = "") -> types.Mo
                 for name, dims in network.outputs
             ]
             builds.append(first.name)
-            return fake_engine_bytes(tuple(shape), outputs, input_name=first.name)
+            # Stamped with this TensorRT's version: another version refuses to deserialize it.
+            return fake_engine_bytes(
+                tuple(shape), outputs, input_name=first.name, built_for=trt.__version__
+            )
 
     trt.Builder = Builder  # type: ignore[attr-defined]
     trt.OnnxParser = _Parser  # type: ignore[attr-defined]
