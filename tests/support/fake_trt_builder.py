@@ -13,6 +13,7 @@ output per ONNX output, stamped with the module's ``__version__``, which the fak
 from __future__ import annotations
 
 import enum
+import threading
 import types
 from typing import Any
 
@@ -107,8 +108,13 @@ class _Config:
         return len(self.profiles) - 1
 
 
-def add_fake_builder(trt: types.ModuleType, *, fail_build: str = "") -> types.ModuleType:
-    """Give ``trt`` a builder; ``fail_build`` makes every build log that error and return None."""
+def add_fake_builder(
+    trt: types.ModuleType, *, fail_build: str = "", hold: threading.Event | None = None
+) -> types.ModuleType:
+    """Give ``trt`` a builder; ``fail_build`` makes every build log that error and return None.
+
+    ``hold``: every build waits for it (a build that takes minutes on a Jetson).
+    """
     builds: list[str] = []
 
     class Builder:
@@ -128,6 +134,8 @@ def add_fake_builder(trt: types.ModuleType, *, fail_build: str = "") -> types.Mo
             return _Profile()
 
         def build_serialized_network(self, network: _Network, config: _Config) -> bytes | None:
+            if hold is not None:
+                hold.wait(30.0)
             if fail_build:
                 self.logger.log(Severity.ERROR, fail_build)
                 return None

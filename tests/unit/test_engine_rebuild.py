@@ -7,89 +7,33 @@ with the real ``load_model`` and the real TensorRT backend.
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 import threading
-import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from agent.assets import find_asset
-from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
-from agent.errors import AgentError
-from agent.inference.registry import BackendOptions
-from agent.pipeline.model import LoadedModel, load_model
 from agent.update.engine_cache import PruningInstaller, runtime_target
 from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
-from agent.update.engines import ENGINE_PREFIX, default_engine_builder
+from agent.update.engines import ENGINE_PREFIX
 from agent.update.factory import build_installer
 from agent.update.probe import OfflineProbe
-from agent.update.store import ModelStore
-from tests.support.fake_pycuda import FakeDriver
-from tests.support.fake_tensorrt import make_fake_tensorrt
-from tests.support.fake_trt_builder import add_fake_builder
-from tests.support.update_fleet import FACTS, Fleet, install_bundle, make_installer, snapshot
-
-ONNX = "models/ch_ppocr_mobile_v2.0_cls_infer.onnx"  # dynamic [-1, 3, 48, -1] input
-BUILDER = functools.partial(default_engine_builder, input_size=(48, 192))
-MODEL = ModelConfig(slot="detector", backend="tensorrt", decoder="classify", input_size=[192, 48])
-JETPACK5 = {"version": "8.5.2.2", "gpu": "Xavier (fake)", "cc": (7, 2), "api": "binding-index"}
-JETPACK6 = {"version": "10.3.0", "gpu": "Orin (fake)", "cc": (8, 7), "api": "tensor-name"}
-
-
-def use_stack(
-    monkeypatch: pytest.MonkeyPatch, stack: dict[str, Any], fail_build: str = ""
-) -> types.ModuleType:
-    """Make ``stack`` the importable TensorRT + GPU (as after a JetPack upgrade)."""
-    api: Literal["binding-index", "tensor-name"] = stack["api"]
-    driver = FakeDriver(name=stack["gpu"], capability=stack["cc"])
-    module = add_fake_builder(
-        make_fake_tensorrt(api, driver, version=stack["version"]), fail_build=fail_build
-    )
-    pycuda = types.ModuleType("pycuda")
-    driver_mod = driver.module()
-    pycuda.driver = driver_mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver_mod)
-    return module
-
-
-class Slot:
-    """The part of the pipeline the refresher drives, loading with the real ``load_model``."""
-
-    def __init__(self, state: Path) -> None:
-        self.store = ModelStore(state)
-        self.loaded: LoadedModel | None = None
-        self.error = ""
-
-    def start(self) -> None:
-        path = self.store.current_model("detector")
-        assert path is not None
-        try:
-            self.reload_model("detector", path)
-        except AgentError as exc:
-            self.error = str(exc)
-
-    def reload_model(self, slot: str, path: Path) -> None:
-        assert slot == "detector"
-        loaded = load_model(MODEL, "tensorrt", path, BackendOptions(input_size=(48, 192)))
-        self.close()
-        self.loaded, self.error = loaded, ""
-
-    def model_info(self) -> dict[str, dict[str, Any]]:
-        return {"detector": self.loaded.info() if self.loaded else {"error": self.error}}
-
-    def close(self) -> None:
-        if self.loaded is not None:
-            self.loaded.close()
-            self.loaded = None
+from tests.support.trt_stacks import (
+    BUILDER,
+    JETPACK5,
+    JETPACK6,
+    MODEL,
+    ONNX,
+    Slot,
+    age,
+    installed_under,
+    use_stack,
+)
+from tests.support.update_fleet import FACTS, Fleet, install_bundle, snapshot
 
 
 @pytest.fixture
@@ -106,29 +50,10 @@ def slot(tmp_path: Path) -> Iterator[Slot]:
     loader.close()
 
 
-def installed_under(
-    stack: dict[str, Any], state: Path, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    use_stack(monkeypatch, stack)
-    installer = make_installer(state, fleet, engine_builders={"detector": BUILDER})
-    assert install_bundle(installer, fleet.bundle()).outcome == "committed"
-    engine = installer.store.current_model("detector")
-    assert engine is not None
-    assert engine.name.startswith(ENGINE_PREFIX)
-    return engine
-
-
 def refresher_for(state: Path, slot: Slot, builder: Any = BUILDER) -> EngineRefresher:
     runtime = runtime_target()
     assert runtime is not None
     return EngineRefresher(state, {"detector": builder}, slot, threading.Event(), runtime)
-
-
-def age(directory: Path, seconds: float = 3600.0) -> None:
-    """Back-date every file, so the prune grace for a concurrent staging does not apply."""
-    past = time.time() - seconds
-    for path in directory.iterdir():
-        os.utime(path, (past, past))
 
 
 def test_upgrade_rebuilds_from_the_verified_onnx_and_prunes_the_old_engine_later(
