@@ -12,7 +12,7 @@ import numpy as np
 
 from agent.config import AgentConfig, ModelConfig
 from agent.diag.report import CheckResult, fail, ok, warn
-from agent.errors import BackendUnavailableError, InferenceError
+from agent.errors import BackendUnavailableError, InferenceError, ModelLoadError
 
 
 def installed_model_path(state_dir: Path, slot: str) -> Path | None:
@@ -31,6 +31,18 @@ def model_path_for(cfg: AgentConfig, model: ModelConfig) -> tuple[Path, str]:
     if installed is not None:
         return installed, "installed"
     return Path(model.path), "config"
+
+
+def tensorrt_engine_for(path: Path) -> Path:
+    """The installed engine, or its rebuild for this TensorRT and GPU (as the daemon loads).
+
+    Raises ModelLoadError while the engine still needs the rebuild the daemon makes.
+    """
+    # Imported here: the update code stays off the import path of tflite/onnx devices.
+    from agent.update.engine_cache import runtime_target  # noqa: PLC0415
+    from agent.update.engine_rebuild import resolve_installed_engine  # noqa: PLC0415
+
+    return resolve_installed_engine(path, runtime_target)
 
 
 def smoke(cfg: AgentConfig, model: ModelConfig, path: Path) -> dict[str, Any]:
@@ -78,6 +90,19 @@ def check_model_local(  # noqa: PLR0911 - one return per verdict, worst first
             "fix models.path or reinstall the model; `edge-agent update status` shows the slot",
             path=str(path),
         )
+    if backend == "tensorrt" and origin == "installed":
+        try:
+            path = tensorrt_engine_for(path)
+        except ModelLoadError as exc:
+            return warn(
+                name,
+                str(exc),
+                "start the daemon (systemctl restart edge-agent): it rebuilds the engine "
+                "from the verified ONNX file in the background, then loads it",
+                path=str(path),
+                origin=origin,
+                backend=backend,
+            )
     outcome: list[dict[str, Any] | BaseException] = []
 
     def work() -> None:

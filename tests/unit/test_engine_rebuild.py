@@ -17,6 +17,7 @@ import pytest
 
 from agent.assets import find_asset
 from agent.config.root import AgentConfig
+from agent.diag.inference import check_model_local
 from agent.update.engine_cache import PruningInstaller, runtime_target
 from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
 from agent.update.engines import ENGINE_PREFIX
@@ -225,3 +226,28 @@ def test_daemon_start_prunes_orphans_and_rebuilds_in_the_background(
     # Nothing to rebuild on without TensorRT: no thread, the slot reports the load error.
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert start_engine_refresh(cfg, state, slot, threading.Event()) is None
+
+
+def test_local_diag_after_an_upgrade_says_the_daemon_rebuilds_then_checks_the_rebuild(
+    tmp_path: Path, fleet: Fleet, slot: Slot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    installed_under(JETPACK5, state, fleet, monkeypatch)
+    use_stack(monkeypatch, JETPACK6)
+    cfg = AgentConfig.model_validate(
+        {
+            "storage": {"state_dir": str(state)},
+            "models": [MODEL.model_dump(mode="json")],
+        }
+    )
+    before = check_model_local(cfg, cfg.models[0])
+    assert before.status.value == "warn", before
+    assert "built for TensorRT 8.5.2.2" in before.detail
+    assert "rebuilds the engine" in before.hint
+
+    slot.start()
+    refresher_for(state, slot).run()  # what the daemon does at start-up
+    after = check_model_local(cfg, cfg.models[0])
+    assert after.data["path"].startswith(str(state / "engines")), after
+    assert after.data["runtime"].endswith("10.3.0"), after
+    assert after.status.value == "ok", after
