@@ -1,0 +1,37 @@
+"""The delivery benchmark's fleet harness runs end to end and labels what it measured.
+
+A tiny run (3 devices over 2 processes, 0.5 MB): no speed is asserted, only that every
+device really committed through the real update code and the figures are labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_transfer.py"
+
+
+def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
+    cmd = [sys.executable, str(TOOL), "fleet", "--devices", "3", "--mb", "0.5", "--procs", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(done.stdout)  # one JSON object, nothing else on stdout
+    assert doc["one"]["ok"] == 1
+    assert doc["many"]["ok"] == 3
+    assert doc["many"]["procs"] == 2
+    bundle = doc["many"]["bundle_bytes"]
+    assert doc["many"]["server_bytes"] >= bundle  # every byte went over the broker
+    assert doc["a_target_met"] is (doc["a_measured_wall_ratio"] <= doc["a_target_ratio"])
+    assert doc["c_device_cpu_ms_per_device"]["fleet"] > 0
+    projection = doc["d_projection"]
+    assert projection["label"].startswith("PROJECTION (not measured)")
+    terms = ("device_s", "broker_s", "server_s")
+    assert projection["seconds"] == pytest.approx(
+        max(projection[t] for t in terms) + projection["install_s"], abs=0.002
+    )
