@@ -22,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.errors import BrokerUnavailableError, TransportError
 from agent.log import get_logger
 from agent.uplink.routes import MessageCallback, Routes
+from agent.uplink.sockets import disable_nagle
 
 log = get_logger(__name__)
 
@@ -75,6 +76,7 @@ class FleetClient:
         self._routes = Routes()
         # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
         self._connected = threading.Event()
+        self._client.on_socket_open = disable_nagle
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

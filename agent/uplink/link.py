@@ -34,6 +34,7 @@ from agent.log import get_logger
 from agent.retry import Backoff
 from agent.uplink.routes import MessageCallback, Routes
 from agent.uplink.session import next_session, read_session
+from agent.uplink.sockets import disable_nagle
 from agent.uplink.topics import Topics
 
 log = get_logger(__name__)
@@ -285,6 +286,7 @@ class Link:
         if self._tls:
             client.tls_set_context(self._ssl_context())
         client.will_set(self.topics.state, self._offline_payload(), qos=1, retain=True)
+        client.on_socket_open = disable_nagle
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

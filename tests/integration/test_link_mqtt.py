@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.uplink import MqttConfig, OutboxConfig
+from agent.fleet.mqttclient import FleetClient
 from agent.uplink.classes import MsgClass
 from agent.uplink.link import Link
 from agent.uplink.outbox import Outbox
@@ -270,3 +272,22 @@ def test_unsubscribe_stops_delivery_locally_and_at_the_broker(
         stop.set()
         link.stop()
         sender.close()
+
+
+def test_device_link_and_fleet_client_sockets_send_small_packets_at_once(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Nagle off: a PUBACK or a chunk request must not wait for the broker's delayed ACK."""
+    up = start_uplink(mosquitto.url, tmp_path / "state")
+    fleet = FleetClient(mosquitto.url).connect()
+    try:
+        assert up.link.wait_connected(10)
+        clients = [up.link._client, fleet._client]
+        for client in clients:
+            assert client is not None
+            sock = client.socket()
+            assert isinstance(sock, socket.socket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        fleet.close()
+        up.close()
