@@ -57,9 +57,11 @@ BROKER_EXTRA = [
 TARGET_RATIO = 3.0
 
 
-def raw_publisher(url: str, size: int, count: int, qos: int, topic: str) -> None:
+def raw_publisher(
+    url: str, size: int, count: int, qos: int, topic: str, *, no_delay: bool = True
+) -> None:
     """The sending side of the raw figure (own process): ``count`` messages of ``size`` bytes."""
-    pub = FleetClient(url).connect()
+    pub = FleetClient(url, no_delay=no_delay).connect()
     payload = os.urandom(size)
     window = 16  # the in-flight bound of the previous figures (QoS 1)
     infos = []
@@ -73,8 +75,11 @@ def raw_publisher(url: str, size: int, count: int, qos: int, topic: str) -> None
     pub.close()
 
 
-def raw_throughput(url: str, size: int, count: int, qos: int) -> float:
-    """Bytes/s from a publisher process through the broker to a subscriber in this process."""
+def raw_throughput(url: str, size: int, count: int, qos: int, *, no_delay: bool = True) -> float:
+    """Bytes/s from a publisher process through the broker to a subscriber in this process.
+
+    ``no_delay``: Nagle off on both clients' sockets (as the agent's clients run), or on.
+    """
     got = threading.Event()
     times: list[float] = []
 
@@ -83,10 +88,12 @@ def raw_throughput(url: str, size: int, count: int, qos: int) -> float:
         if len(times) >= count:
             got.set()
 
-    sub = FleetClient(url).connect()
+    sub = FleetClient(url, no_delay=no_delay).connect()
     sub.subscribe("bench/raw", on_message)
     time.sleep(0.3)
     cmd = [sys.executable, __file__, "_rawpub", "--url", url, "--size", str(size)]
+    if not no_delay:
+        cmd.append("--nagle")
     proc = subprocess.Popen([*cmd, "--count", str(count), "--qos", str(qos)])
     got.wait(120)
     proc.wait(60)
@@ -415,6 +422,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--topic", default="bench/raw")
+    parser.add_argument("--nagle", action="store_true", help="_rawpub: leave Nagle on")
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument(
@@ -443,7 +451,9 @@ def main() -> int:
         serve_process(args.url, args.bundle)
         return 0
     if args.mode == "_rawpub":
-        raw_publisher(args.url, args.size, args.count, args.qos, args.topic)
+        raw_publisher(
+            args.url, args.size, args.count, args.qos, args.topic, no_delay=not args.nagle
+        )
         return 0
     if args.mode == "_devices":
         device_process(args)
@@ -460,8 +470,14 @@ def main() -> int:
         size = args.chunk_size + HEADER_BYTES
         if args.mode == "e2e":
             count = max(64, int(args.mb * 1024 * 1024 / args.chunk_size))
-            raw1 = raw_throughput(broker.url, size, count, qos=1)
-            raw0 = raw_throughput(broker.url, size, count, qos=0)
+            # The denominator is the faster of the two socket settings, per QoS.
+            raws = {
+                (qos, nagle): raw_throughput(broker.url, size, count, qos=qos, no_delay=not nagle)
+                for qos in (1, 0)
+                for nagle in (False, True)
+            }
+            raw1 = max(raws[1, False], raws[1, True])
+            raw0 = max(raws[0, False], raws[0, True])
             e2e = run_devices(broker.url, bundle, work, ["dev-0"])
             rate = e2e["bundle_bytes"] / e2e["seconds"]
             out = {
@@ -471,6 +487,10 @@ def main() -> int:
                 "window": WINDOW,
                 "raw_qos1_mb_s": round(raw1 / 1e6, 1),
                 "raw_qos0_mb_s": round(raw0 / 1e6, 1),
+                "raw_mb_s_by_socket": {
+                    f"qos{qos}_{'nagle_on' if nagle else 'nodelay'}": round(value / 1e6, 1)
+                    for (qos, nagle), value in raws.items()
+                },
                 "e2e_mb_s": round(rate / 1e6, 1),
                 "share_of_raw_qos1": round(rate / raw1, 2),
                 "share_of_raw_qos0": round(rate / raw0, 2),

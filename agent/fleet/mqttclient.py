@@ -45,6 +45,7 @@ class FleetClient:
         client_id: str = "",
         protocol: str = "5",
         max_inflight: int = 100,
+        no_delay: bool = True,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -76,7 +77,8 @@ class FleetClient:
         self._routes = Routes()
         # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
         self._connected = threading.Event()
-        self._client.on_socket_open = disable_nagle
+        if no_delay:
+            self._client.on_socket_open = disable_nagle
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -86,7 +86,7 @@ def link_verified_part(src: Path, dst: Path, entry: FileEntry) -> bool:
     Only a regular file of ours with exactly one name and the signed length is linked
     (a second name would be a second writer). The transfer never writes to a part file
     with more than one link, so the store's inode is only ever written by the transfer
-    before it verified the whole file.
+    before it verified every chunk; the whole file is hashed before activation.
     """
     try:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)

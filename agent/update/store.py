@@ -4,8 +4,8 @@ Layout under ``<state_dir>/models/<slot>/``: ``.v-<bundle_sha>/`` (0555, files
 0444) plus the symlinks ``current`` and ``previous``, each switched by creating
 ``<name>.tmp-link`` and renaming it over the old link (one atomic step).
 
-Files a finished MQTT transfer left under ``<state_dir>/transfer/`` (chunk-verified and
-whole-file verified by the transfer, same filesystem, agent-owned, one link) are
+Files a finished MQTT or HTTPS transfer left under ``<state_dir>/transfer/`` (every chunk
+verified against the signed chunk index, same filesystem, agent-owned, one link) are
 hard-linked into the staging dir instead of copied; every other source (a bundle dir on
 a USB stick) is copied and hashed while copying. Either way the version dir is re-hashed
 right before activation (``verify_version``), which for a linked file is its only hash

@@ -205,20 +205,21 @@ def test_parts_resume_from_bitmap_and_recover_unsaved_chunks(tmp_path: Path) -> 
     assert 14 not in third.bitmap
 
 
-def test_parts_finish_detects_index_that_disagrees_with_file_hash(tmp_path: Path) -> None:
-    data = os.urandom(CHUNK * 3)
-    honest = _table(data)
-    lying = ChunkTable(
-        CHUNK, (honest.files[0].__class__("m.bin", len(data), "00" * 32, honest.files[0].chunks),)
-    )
-    parts = PartFiles(tmp_path / "t", lying)
+def test_parts_finish_needs_every_chunk_at_its_signed_length(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK * 3 + 7)
+    table = _table(data)
+    parts = PartFiles(tmp_path / "t", table)
     parts.open()
-    for index in range(3):
+    for index in (0, 1, 3):
         parts.write(0, index, data[index * CHUNK : (index + 1) * CHUNK])
     with pytest.raises(DownloadError) as err:
         parts.finish()
-    assert err.value.reason is Reason.HASH_MISMATCH
-    assert parts.bitmap.count == 0
+    assert err.value.reason is Reason.LENGTH_MISMATCH
+    assert "3 of 4 chunks" in str(err.value)
+    parts.write(0, 2, data[2 * CHUNK : 3 * CHUNK])
+    (path,) = parts.finish()
+    assert path.read_bytes() == data
+    # The whole-file hash is the store's pre-activation check (test_update_staging_link.py).
 
 
 def test_planner_defers_stalls_with_jitter_while_the_stream_is_busy() -> None:
@@ -265,21 +266,20 @@ def test_resend_guard_serves_late_listeners_only() -> None:
     assert not resend_not_needed(sent_s=10.0, listening_since_s=10.5, now_s=11.0, guard_s=2.0)
 
 
-def test_parts_whole_file_hash_survives_resume_without_rereading_twice(tmp_path: Path) -> None:
+def test_parts_resume_in_any_order_finishes_with_the_exact_bytes(tmp_path: Path) -> None:
     data = os.urandom(CHUNK * 12 + 5)
     table = _table(data)
     parts = PartFiles(tmp_path / "t", table, persist_every=4)
     parts.open()
-    for index in (1, 2, 0, 5, 4):  # prefix 0..2 hashed in memory, 4..5 wait for chunk 3
+    for index in (1, 2, 0, 5, 4):
         parts.write(0, index, data[index * CHUNK : (index + 1) * CHUNK])
-    assert parts._hashed == [3]
     parts.close()
     again = PartFiles(tmp_path / "t", table, persist_every=4)
     again.open()
-    assert again._hashed == [3]  # the prefix on disk is re-hashed once, on resume
-    for index in range(table.total_chunks - 1, 2, -1):
+    assert set(again.bitmap.missing()) == set(range(table.total_chunks)) - {0, 1, 2, 4, 5}
+    for index in range(table.total_chunks - 1, -1, -1):  # duplicates of 0..5 are no-ops
         again.write(0, index, data[index * CHUNK : (index + 1) * CHUNK])
-    assert again._hashed == [table.total_chunks]
+    assert again.duplicates == 5
     (path,) = again.finish()
     assert path.read_bytes() == data
 

@@ -143,7 +143,7 @@ class _Transfer:
                 if parts is None:
                     self._fetch_index()
                 elif parts.bitmap.complete:
-                    self.session.finish()  # whole-file length and SHA-256 against the manifest
+                    self.session.finish()  # every chunk present, every length the signed one
                     return self.session.files_dir
                 else:
                     self._fetch_run()
