@@ -29,13 +29,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
 from bench_transfer_sim import TERMINAL, DeviceGroup, device_process  # noqa: E402 - tools/ sibling
 
 from agent.fleet.bundle import BundleSpec, create_bundle  # noqa: E402 - after sys.path
@@ -55,91 +55,6 @@ BROKER_EXTRA = [
     line for line in os.environ.get("BENCH_BROKER", "set_tcp_nodelay true").split(";") if line
 ]
 TARGET_RATIO = 3.0
-
-
-def raw_publisher(
-    url: str, size: int, count: int, qos: int, topic: str, *, no_delay: bool = True
-) -> None:
-    """The sending side of the raw figure (own process): ``count`` messages of ``size`` bytes."""
-    pub = FleetClient(url, no_delay=no_delay).connect()
-    payload = os.urandom(size)
-    window = 16  # the in-flight bound of the previous figures (QoS 1)
-    infos = []
-    for _ in range(count):
-        infos.append(pub.publish(topic, payload, qos=qos))
-        if qos and len(infos) >= window:
-            infos.pop(0).wait_for_publish(10)
-    for info in infos:
-        info.wait_for_publish(10)
-    time.sleep(0.5)
-    pub.close()
-
-
-def raw_throughput(url: str, size: int, count: int, qos: int, *, no_delay: bool = True) -> float:
-    """Bytes/s from a publisher process through the broker to a subscriber in this process.
-
-    ``no_delay``: Nagle off on both clients' sockets (as the agent's clients run), or on.
-    """
-    got = threading.Event()
-    times: list[float] = []
-
-    def on_message(_topic: str, _payload: bytes) -> None:
-        times.append(time.perf_counter())
-        if len(times) >= count:
-            got.set()
-
-    sub = FleetClient(url, no_delay=no_delay).connect()
-    sub.subscribe("bench/raw", on_message)
-    time.sleep(0.3)
-    cmd = [sys.executable, __file__, "_rawpub", "--url", url, "--size", str(size)]
-    if not no_delay:
-        cmd.append("--nagle")
-    proc = subprocess.Popen([*cmd, "--count", str(count), "--qos", str(qos)])
-    got.wait(120)
-    proc.wait(60)
-    sub.close()
-    if len(times) < 2:
-        return 0.0
-    # First to last arrival: excludes the publisher's start-up; QoS 0 losses count as lost.
-    return size * (len(times) - 1) / (times[-1] - times[0])
-
-
-def broker_fanout_cpu(broker: MosquittoBroker, size: int, count: int, subscribers: int) -> float:
-    """Broker CPU seconds per byte per subscriber: one publisher, ``subscribers`` receivers.
-
-    Measured from Mosquitto's own CPU time (/proc), so slow Python receivers do not count;
-    the one copy it receives is included (a slight overestimate of the per-copy cost).
-    """
-    received = [0] * subscribers
-    done = threading.Event()
-    lock = threading.Lock()
-
-    def receiver(n: int) -> Callable[[str, bytes], None]:
-        def on_message(_topic: str, _payload: bytes) -> None:
-            with lock:
-                received[n] += 1
-                if min(received) >= count:
-                    done.set()
-
-        return on_message
-
-    subs = [FleetClient(broker.url).connect() for _ in range(subscribers)]
-    for n, sub in enumerate(subs):
-        sub.subscribe("bench/fanout", receiver(n))
-    time.sleep(0.3)
-    pid = broker.process.pid if broker.process is not None else None
-    before = process_cpu_s(pid)
-    cmd = [sys.executable, __file__, "_rawpub", "--url", broker.url, "--size", str(size)]
-    proc = subprocess.Popen([*cmd, "--count", str(count), "--qos", "0", "--topic", "bench/fanout"])
-    done.wait(120)
-    proc.wait(60)
-    after = process_cpu_s(pid)
-    for sub in subs:
-        sub.close()
-    copies = sum(received)
-    if before is None or after is None or copies == 0:
-        return 0.0
-    return (after - before) / (size * copies)
 
 
 class ServerProcess:
@@ -288,15 +203,6 @@ class DeviceProcesses:
         return devices, cpu_s
 
 
-def process_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None where unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_fleet(
     broker: MosquittoBroker, bundle: Path, work: Path, *, count: int, procs: int, install: str
 ) -> dict[str, Any]:
@@ -415,14 +321,9 @@ def fleet_figures(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["e2e", "fleet", "_server", "_rawpub", "_devices"])
+    parser.add_argument("mode", choices=["e2e", "fleet", "_server", "_devices"])
     parser.add_argument("--url", default="")
     parser.add_argument("--bundle", type=Path, default=None)
-    parser.add_argument("--size", type=int, default=0)
-    parser.add_argument("--count", type=int, default=0)
-    parser.add_argument("--qos", type=int, default=1)
-    parser.add_argument("--topic", default="bench/raw")
-    parser.add_argument("--nagle", action="store_true", help="_rawpub: leave Nagle on")
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument(
@@ -442,6 +343,7 @@ def main() -> int:
     # _devices (internal): one process of simulated devices.
     parser.add_argument("--keys", type=Path, default=None)
     parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--window", type=int, default=WINDOW)
     parser.add_argument("--fleet", default=FLEET)
     parser.add_argument("--timeout", type=float, default=1800.0)
@@ -449,11 +351,6 @@ def main() -> int:
     configure(level="error")
     if args.mode == "_server":
         serve_process(args.url, args.bundle)
-        return 0
-    if args.mode == "_rawpub":
-        raw_publisher(
-            args.url, args.size, args.count, args.qos, args.topic, no_delay=not args.nagle
-        )
         return 0
     if args.mode == "_devices":
         device_process(args)
