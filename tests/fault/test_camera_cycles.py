@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -20,17 +19,9 @@ from agent.capture.ring import FrameRing
 from agent.capture.worker import CameraCapture, CaptureSettings
 from tests.fault.conftest import figure, open_fds, rss_mb
 from tests.support.pipe_camera import PipeCamera
+from tests.support.waiting import wait_for
 
 W, H = 160, 120
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 def run_cycles(cycles: int) -> dict[str, float]:

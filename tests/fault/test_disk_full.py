@@ -27,20 +27,13 @@ from agent.uplink import health
 from tests.fault.conftest import SmallFs, figure
 from tests.support.mosquitto import free_port
 from tests.support.update_fleet import Fleet, install_bundle, make_installer, snapshot
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.support.waiting import wait_for
 
 
 def events(sup: Supervisor) -> int:
     assert sup.pipeline is not None
-    return int(sup.pipeline.stats_snapshot()["models"]["detector"]["events"])
+    # The slot appears once its model has loaded; the pipeline object exists before.
+    return int(sup.pipeline.stats_snapshot()["models"].get("detector", {}).get("events", 0))
 
 
 def accepted(sup: Supervisor) -> int:

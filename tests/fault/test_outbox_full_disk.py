@@ -28,20 +28,12 @@ from agent.uplink.topics import Topics
 from tests.fault.conftest import SmallFs, figure
 from tests.integration.mqtt_helpers import Recorder
 from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
 
 TOPICS = Topics("ea/v1", "cam-001")
 ROWS = 40
-
-
-def _wait(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
 
 
 def test_acknowledged_rows_are_not_resent_while_deletes_fail(
@@ -64,7 +56,7 @@ def test_acknowledged_rows_are_not_resent_while_deletes_fail(
     try:
         for seq in range(1, ROWS + 1):
             outbox.put_json(TOPICS.detection, {"seq": seq}, MsgClass.DETECTION)
-        assert _wait(lambda: outbox.store.snapshot()["depth"] == ROWS, 10)
+        assert wait_for(lambda: outbox.store.snapshot()["depth"] == ROWS, 10)
         small_fs.fill()
         if not small_fs.real:
             real_delete = OutboxStore.delete
@@ -83,7 +75,7 @@ def test_acknowledged_rows_are_not_resent_while_deletes_fail(
         assert sorted(seqs) == list(range(1, ROWS + 1))  # each once: nothing re-sent
         assert outbox.store.snapshot()["depth"] == ROWS  # and nothing deleted yet
         small_fs.release()
-        assert _wait(lambda: outbox.store.snapshot()["depth"] == 0, 10)
+        assert wait_for(lambda: outbox.store.snapshot()["depth"] == 0, 10)
         time.sleep(0.3)
         seqs = [json.loads(p)["seq"] for p in recorder.on(TOPICS.detection)]
         assert sorted(seqs) == list(range(1, ROWS + 1))

@@ -11,7 +11,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -27,20 +27,12 @@ from agent.config.camera import CameraConfig
 from agent.diag.camera import check_camera_local
 from agent.errors import SourceOpenError
 from tests.support.rtsp_server import RtspServer, SilentListener, clip_frames, refused_url
+from tests.support.waiting import wait_for
 
 FPS = 15.0
 SERVED, STEP = 30, 7  # every 7th frame of the 210-frame clip: neighbours differ clearly
 MAX_MAD = 4.0  # mean absolute difference (0-255) from the served frame: JPEG is lossy
 TCP_SETUP = "RTP/AVP/TCP;unicast;interleaved=0-1"
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def figure(name: str, **values: object) -> None:

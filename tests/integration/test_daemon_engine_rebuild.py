@@ -7,8 +7,6 @@ the fakes, with a build held open to look at the daemon while it builds.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,9 @@ from agent.daemon.supervisor import Supervisor
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.trt_stacks import JETPACK5, JETPACK6, ONNX, Slot, installed_under, use_stack
 from tests.support.update_fleet import Fleet
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_daemon_reports_the_rebuild_then_serves_the_rebuilt_engine(
@@ -88,13 +78,13 @@ def test_daemon_reports_the_rebuild_then_serves_the_rebuilt_engine(
             return health
 
         # Up while the build runs (a Jetson build outlasts systemd's start timeout).
-        assert wait_for(lambda: model_health().get("status") == "degraded")
+        assert wait_for(lambda: model_health().get("status") == "degraded", 20.0)
         detail = model_health()["detail"]
         assert "rebuilding the TensorRT engine" in detail
         assert "TensorRT 8.5.2.2 on Xavier (fake) (sm72)" in detail
         assert slot.loaded is None
         hold.set()
-        assert wait_for(lambda: model_health().get("status") == "ok")
+        assert wait_for(lambda: model_health().get("status") == "ok", 20.0)
         assert slot.loaded is not None
         assert slot.loaded.path.parent == state / "engines"
         assert len(trt.builds) == 1

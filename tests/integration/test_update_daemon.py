@@ -28,6 +28,7 @@ from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.uplink.topics import Topics
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
 DEVICE = "cam-001"
@@ -59,15 +60,6 @@ class Watch:
 
     def ops(self, dep: str) -> list[tuple[float, dict[str, Any]]]:
         return self.on(f"{TOPICS.base}/op/model_update/{dep}")
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

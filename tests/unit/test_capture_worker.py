@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -15,17 +13,9 @@ from agent.capture.worker import CameraCapture, CaptureSettings
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
 from tests.support.pipe_camera import PipeCamera
+from tests.support.waiting import wait_for
 
 W, H = 32, 24
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture
