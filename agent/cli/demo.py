@@ -86,7 +86,8 @@ def _summary(stats: dict[str, Any], events: int, dropped_events: int, elapsed_s:
         f"  frames captured {cam['frames_captured']}, dropped {cam['frames_dropped']}, "
         f"events {events} (not shown: {dropped_events})"
     )
-    for key in ("preprocess_ms", "inference_ms", "postprocess_ms", "e2e_ms"):
+    stages = ("capture_age_ms", "preprocess_ms", "handoff_ms", "inference_ms", "postprocess_ms")
+    for key in (*stages, "e2e_ms"):
         figures = model[key]
         print(
             f"  {key:<15} p50 {figures['p50']:7.3f}  p95 {figures['p95']:7.3f}  "

@@ -20,6 +20,7 @@ def test_demo_prints_detections_and_a_summary(capsys):
     assert "summary after" in out
     assert "inference_ms" in out
     assert "e2e_ms" in out
+    assert "handoff_ms" in out
 
 
 def test_bench_json(capsys):
@@ -39,7 +40,13 @@ def test_bench_json(capsys):
     assert result["threads"] == 1
     assert result["raw"]["invokes"] == result["raw"]["latency_ms"]["n"]
     pipe = result["pipeline"]
-    for stage in ("preprocess_ms", "inference_ms", "postprocess_ms", "capture_age_ms"):
+    for stage in (
+        "preprocess_ms",
+        "inference_ms",
+        "postprocess_ms",
+        "capture_age_ms",
+        "handoff_ms",
+    ):
         assert pipe[stage]["n"] == pipe["frames_inferred"], stage
     assert pipe["post_dropped"] >= 0
     assert set(result["load_avg"]) == {"before", "after"}
