@@ -15,15 +15,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig
-from agent.config.root import AgentConfig
 from agent.daemon.control import ControlServer
 from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
+from agent.daemon.pipelines import (
+    PipelineFactory,
+    PipelineLike,
+    default_pipeline_factory,
+    installed_model_paths,
+)
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
@@ -51,46 +56,6 @@ log = get_logger(__name__)
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: non-zero, so systemd's Restart=on-failure restarts us
 TICK_S = 0.25
 PROGRESS_STALE_S = 30.0
-
-
-class PipelineLike(Protocol):
-    def start(self) -> None: ...
-    def stop(self, timeout_s: float = 10.0) -> None: ...
-    def stats_snapshot(self) -> dict[str, Any]: ...
-    def health_snapshot(self) -> dict[str, dict[str, str]]: ...
-    def reload_model(self, slot: str, path: Path) -> None: ...
-    def model_info(self) -> dict[str, dict[str, Any]]: ...
-    def last_progress_mono_s(self) -> float: ...
-
-
-PipelineFactory = Callable[[AgentConfig, EventSink, Path, threading.Event], PipelineLike]
-
-
-def default_pipeline_factory(
-    config: AgentConfig, sink: EventSink, state_dir: Path, stop: threading.Event
-) -> PipelineLike:
-    from agent.pipeline.runner import Pipeline  # noqa: PLC0415 - keeps runtimes out of import
-
-    return Pipeline(config, sink, state_dir, installed_model_paths(config, state_dir), stop=stop)
-
-
-def installed_model_paths(config: AgentConfig, state_dir: Path) -> dict[str, Path]:
-    """Model file per slot from the update store; slots without an installed update are absent.
-
-    Read once at start-up, so a restart after an update serves the committed (or
-    trial) version rather than the provisioned ``[[models]].path``.
-    """
-    from agent.update.store import ModelStore  # noqa: PLC0415 - keeps update code off the import path
-
-    store = ModelStore(state_dir)
-    found: dict[str, Path] = {}
-    for model in config.models:
-        path = store.current_model(model.slot)
-        if path is not None:
-            found[model.slot] = path
-    if found:
-        log.info("installed_models", slots={k: str(v) for k, v in found.items()})
-    return found
 
 
 class Supervisor:

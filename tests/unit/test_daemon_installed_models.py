@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.config.root import AgentConfig
-from agent.daemon.supervisor import installed_model_paths
+from agent.daemon.pipelines import installed_model_paths
 from tests.support.update_fleet import Fleet, install_bundle, make_installer
 
 
