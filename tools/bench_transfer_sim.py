@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.fleet.mqttclient import FleetClient
-from agent.update.installer import Installer, InstallResult
+from agent.update.installer import Installer
 from agent.update.manifest import Manifest
+from agent.update.outcome import InstallResult
 from agent.update.policy import DeviceFacts
 from agent.update.probe import TrialResult
 from agent.update.transfer.service import ServiceSettings, UpdateService

@@ -13,8 +13,8 @@ from agent.errors import CommandError, Reason
 from agent.inference.registry import BackendOptions
 from agent.update.bundle import check_chunk_index, read_manifest, read_root_chain
 from agent.update.factory import build_installer
-from agent.update.installer import InstallResult
 from agent.update.journal import read_status
+from agent.update.outcome import InstallResult
 from agent.update.probe import OfflineProbe
 
 

@@ -25,7 +25,8 @@ from agent.inference.trt_build import BuildTarget, current_target
 from agent.log import get_logger
 from agent.update.engine_policy import CacheEntry, engines_to_prune
 from agent.update.engines import ENGINE_PREFIX, ENGINES_DIR, read_sidecar
-from agent.update.installer import Installer, InstallResult
+from agent.update.installer import Installer
+from agent.update.outcome import InstallResult
 from agent.update.store import META_NAME, VERSION_RE
 from agent.update.verify import Verified
 

@@ -7,22 +7,20 @@ it is persisted once a manifest validates, so a replay of an older one fails).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import functools
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.clock import Clock, SystemClock
-from agent.errors import ActivationError, Reason, UpdateError, VerificationError
+from agent.errors import Reason, UpdateError, VerificationError
 from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
 from agent.update import faults
 from agent.update.engines import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
 from agent.update.journal import Journal, LoopBreakError, Phase, SlotJournal
 from agent.update.manifest import Manifest
+from agent.update.outcome import InstallResult, space_guard
 from agent.update.policy import DeviceFacts, Floor, Verdict, channel
 from agent.update.probe import HealthProbe
 from agent.update.store import FreeBytes, ModelStore, disk_free_bytes
@@ -31,33 +29,6 @@ from agent.update.truststore import TrustState, TrustStore
 from agent.update.verify import Verified, verify_manifest
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class InstallResult:
-    slot: str
-    outcome: str  # committed | rolled_back | noop | interrupted | inconsistent
-    reason: Reason | None = None
-    manifest_version: int = 0
-    bundle_sha: str = ""
-    detail: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.outcome in ("committed", "noop") else 1
-
-
-@contextlib.contextmanager
-def _space_guard() -> Iterator[None]:
-    """A state-dir write that hits a full disk is a refusal with a reason, not a crash."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise ActivationError(
-            Reason.INSUFFICIENT_SPACE, f"state directory full: {exc.strerror}"
-        ) from exc
 
 
 class Installer:
@@ -139,7 +110,7 @@ class Installer:
             return verified
         old = state.floors.get(chan)
         floor = Floor(manifest.manifest_version, verified.bundle_sha, old.release if old else 0)
-        with _space_guard():  # atomic writes: a failure leaves the old files in place
+        with space_guard():  # atomic writes: a failure leaves the old files in place
             self.trust.ensure_initialised(root, state)
             self.trust.save_state(state.with_floor(chan, floor))
             record_good_time(self.state_dir, manifest.issued_at_s)
@@ -157,7 +128,7 @@ class Installer:
         if entry.phase not in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK):
             self.recover()  # finish the interrupted deployment before starting another
             entry = self.journal.load(slot)
-        with _space_guard():
+        with space_guard():
             self.journal.save_pending(slot, verified.envelope_bytes)
             entry = self.journal.save(
                 SlotJournal(slot=slot, last_result=entry.last_result),

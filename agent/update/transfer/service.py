@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from agent.clock import Clock, SystemClock
 from agent.errors import AgentError, Reason, SourceError, UpdateError
 from agent.log import get_logger
-from agent.update.installer import Installer, InstallResult
+from agent.update.installer import Installer
+from agent.update.outcome import InstallResult
 from agent.update.policy import Verdict
 from agent.update.transfer.freshness import FreshnessWatch
 from agent.update.transfer.parts import WriteResult
