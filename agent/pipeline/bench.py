@@ -210,6 +210,7 @@ class PipelineTally:
     handoff_ms: list[float] = field(default_factory=list)
     capture_age_ms: list[float] = field(default_factory=list)
     post_dropped: int = 0
+    refreshed: int = 0
     health: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def result(self) -> dict[str, Any]:
@@ -227,6 +228,7 @@ class PipelineTally:
             "handoff_ms": summarise(self.handoff_ms),
             "capture_age_ms": summarise(self.capture_age_ms),
             "post_dropped": self.post_dropped,
+            "refreshed": self.refreshed,
             "health": self.health,
         }
 
@@ -263,7 +265,7 @@ def pipeline_round(
             inferred0, captured0, events0 = feed.inferred.total, feed.ring.published, events
             timings = worker.timings
             skip = len(timings.e2e_ms.values())
-            post_dropped0 = worker.post_dropped
+            post_dropped0, refreshed0 = worker.post_dropped, worker.refreshed
             start = time.perf_counter()
             time.sleep(seconds)
             tally.elapsed_s += time.perf_counter() - start
@@ -277,6 +279,7 @@ def pipeline_round(
             tally.handoff_ms += timings.handoff_ms.values()[skip:]
             tally.capture_age_ms += timings.capture_age_ms.values()[skip:]
             tally.post_dropped += worker.post_dropped - post_dropped0
+            tally.refreshed += worker.refreshed - refreshed0
             tally.health = pipeline.health_snapshot()
             tally.rss_mb = max(tally.rss_mb, rss_mb()[0])
         finally:

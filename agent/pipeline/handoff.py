@@ -1,9 +1,13 @@
 """Hand-offs between the three threads of a model slot: prep → infer → post.
 
-``InputPair`` double-buffers the model input: the preprocess thread writes frame N+1
-into one buffer while the inference thread invokes on frame N in the other, so the
-inference thread does little but ``invoke`` (which releases the GIL). At most one
-prepared frame waits; a buffer is never written while an invoke reads it.
+``InputBuffers`` holds the model input three times: the buffer an invoke may be
+reading, the one ready for the next invoke, and one the preprocess thread writes.
+The preprocess thread prepares a frame as soon as nothing is ready, so the model never
+waits for it; while the ready frame waits, a newer frame of the same camera replaces it
+if there is time to prepare it before the model is expected to be free
+(``worth_refreshing``). The model gets the newest frame that could be made ready in
+time, without a timer guessing when to start: a late wake-up costs freshness (the older
+ready frame is used), never throughput. A buffer is never written while an invoke reads it.
 
 ``PostQueue`` carries outputs to the post-processing thread: small, bounded, and a
 full queue drops the oldest item and counts it, so the inference thread never blocks.
@@ -31,45 +35,25 @@ if TYPE_CHECKING:
     from agent.pipeline.model import LoadedModel
 
 POST_QUEUE_DEPTH = 4
-# Just-in-time preprocessing: the next frame is taken ``slack`` before the model is
-# expected to be free, so it is fresh yet ready in time. The slack tracks a quantile of
-# the prep thread's wake-up jitter: a late frame (the model waited) raises it by a
-# step, a frame in time lowers it by a step LATE_TARGET / (1 - LATE_TARGET) as large,
-# so about LATE_TARGET of the frames arrive late, and then only by a little. Growing
-# by the whole lateness instead let one scheduler hiccup hold every following frame
-# in the buffer for hundreds of frames (capture-to-event grew by ~0.5 ms here).
-LATE_TARGET = 0.1
-SLACK_STEP_FRACTION = 0.05  # of the expected invoke
-SLACK_MIN_S = 0.00005
+INPUT_BUFFERS = 3  # invoking, ready, being written
+# A refresh must be ready this much before the model is expected to be free: the
+# preprocess estimate times REFRESH_MARGIN, plus REFRESH_MIN_S for wake-up jitter.
+REFRESH_MARGIN = 1.5
+REFRESH_MIN_S = 0.0001
 EWMA_WEIGHT = 0.1
 
 
-def prep_delay_s(
-    now_s: float, invoke_start_s: float, invoke_est_s: float, prep_est_s: float, slack_s: float
-) -> float:
-    """How long the prep thread waits before taking the next frame (0: take it now).
+def worth_refreshing(
+    now_s: float, invoke_start_s: float, invoke_est_s: float, prep_est_s: float
+) -> bool:
+    """Whether a newer frame can be prepared before the running invoke is expected to end.
 
-    Preparing frame N+1 as soon as invoke N starts would make it wait a whole invoke
-    in the buffer (capture-to-event grows by one invoke); taking the newest frame
-    just before the model is free keeps the overlap and the freshness.
+    Without estimates yet (the first frames) the answer is no: the ready frame is used.
     """
-    due_s = invoke_start_s + invoke_est_s - prep_est_s - slack_s
-    return max(0.0, due_s - now_s)
-
-
-def adapt_slack(slack_s: float, invoke_est_s: float, late_s: float) -> float:
-    """The next slack: one step up after a late frame, a small step down after one in time.
-
-    ``late_s`` is how long the inference thread waited for a frame after an invoke
-    (0 when one was ready). Bounded by ``SLACK_MIN_S`` and one whole invoke (prepare
-    at once: a model faster than its source never waits for the prep thread's timer).
-    """
-    step_s = SLACK_STEP_FRACTION * invoke_est_s
-    if late_s > 0.0:
-        slack_s += step_s * (1.0 - LATE_TARGET)
-    else:
-        slack_s -= step_s * LATE_TARGET
-    return min(max(invoke_est_s, SLACK_MIN_S), max(SLACK_MIN_S, slack_s))
+    if invoke_est_s <= 0.0 or prep_est_s <= 0.0:
+        return False
+    free_at_s = invoke_start_s + invoke_est_s
+    return free_at_s - now_s > prep_est_s * REFRESH_MARGIN + REFRESH_MIN_S
 
 
 def ewma(previous: float, sample: float) -> float:
@@ -109,7 +93,7 @@ class Prepared:
     feed: Feed
     frame: Frame  # metadata only once prepared: its ring slot is already released
     loaded: LoadedModel
-    index: int  # which buffer of the pair
+    index: int  # which of the input buffers
     tensor: npt.NDArray[np.generic]
     transform: Transform
     prep_start_s: float
@@ -126,8 +110,8 @@ class Inferred:
     invoke_end_s: float
 
 
-class InputPair:
-    """Two input buffers and a one-place "ready" mailbox between prep and infer."""
+class InputBuffers:
+    """Three input buffers and a one-place "ready" mailbox between prep and infer."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -136,34 +120,44 @@ class InputPair:
         self._buffers: list[npt.NDArray[np.generic]] = []
         self._owner: LoadedModel | None = None
         self.taken_at_s = 0.0  # when the inference thread last took a frame (invoke start)
+        self.refreshed = 0  # ready frames replaced by a newer one before the model took them
         self.prep_wake = threading.Event()  # ring publish, or the mailbox emptied
         self.infer_wake = threading.Event()  # a frame is ready
+
+    @property
+    def ready(self) -> Prepared | None:
+        return self._ready
 
     def has_ready(self) -> bool:
         return self._ready is not None
 
     def free_buffer(self, loaded: LoadedModel) -> tuple[int, npt.NDArray[np.generic]]:
-        """The buffer the preprocess thread may write now (call only when nothing is ready).
+        """A buffer neither being invoked on nor ready: the preprocess thread's to write.
 
-        Buffers belong to one loaded model; a swap gets a fresh pair, so the old pair may
+        Buffers belong to one loaded model; a swap gets fresh ones, so the old ones may
         still be read by an invoke on the old model without being overwritten.
         """
         with self._lock:
             if self._owner is not loaded:
-                # Both are our own arrays, never the backend's input_buffer(): a backend
-                # that copies a foreign tensor into its own (pinned) buffer inside infer()
-                # would otherwise read that buffer while the next frame is written into it.
+                # Our own arrays, never the backend's input_buffer(): a backend that copies
+                # a foreign tensor into its own (pinned) buffer inside infer() would
+                # otherwise read that buffer while the next frame is written into it.
                 template = loaded.backend.input_buffer()
-                self._buffers = [np.empty_like(template), np.empty_like(template)]
+                self._buffers = [np.empty_like(template) for _ in range(INPUT_BUFFERS)]
                 self._owner = loaded
                 self._in_use = -1
-            index = 1 if self._in_use == 0 else 0
+            busy = {self._in_use, self._ready.index if self._ready is not None else -1}
+            index = next(i for i in range(INPUT_BUFFERS) if i not in busy)
             return index, self._buffers[index]
 
-    def offer(self, prepared: Prepared) -> None:
+    def offer(self, prepared: Prepared) -> Prepared | None:
+        """Make ``prepared`` the ready frame; returns the ready frame it replaced, if any."""
         with self._lock:
-            self._ready = prepared
+            replaced, self._ready = self._ready, prepared
+            if replaced is not None:
+                self.refreshed += 1
         self.infer_wake.set()
+        return replaced
 
     def take(self) -> Prepared | None:
         with self._lock:
@@ -172,7 +166,7 @@ class InputPair:
                 self._in_use = prepared.index
                 self.taken_at_s = time.monotonic()
         if prepared is not None:
-            self.prep_wake.set()  # the other buffer is free: prepare the next frame now
+            self.prep_wake.set()  # nothing is ready now: prepare the next frame at once
         return prepared
 
     def clear(self) -> Prepared | None:

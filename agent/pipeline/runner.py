@@ -273,6 +273,7 @@ class Pipeline:
                 "e2e_ms": t.e2e_ms.summary(),
                 "runtime": {"name": runtime.name, "version": runtime.version} if runtime else None,
                 "events": worker.events,
+                "frames_refreshed": worker.refreshed,
                 "errors": worker.errors,
                 "stuck_last_hour": worker.stuck.count(now),
             }

@@ -1,8 +1,9 @@
 """The threads of one model slot: ``prep`` → ``infer`` → ``post``.
 
 * ``prep:<slot>`` takes the newest frame of its cameras (round robin), applies the
-  motion gate, preprocesses it into the free one of two input buffers and releases
-  the frame's ring slot at once;
+  motion gate, preprocesses it into a free input buffer and releases the frame's ring
+  slot at once; while that frame waits for the model, a newer frame of the same camera
+  replaces it when there is time (``handoff.worth_refreshing``);
 * ``infer:<slot>`` does almost nothing but ``Backend.infer`` (copy in, ``invoke``,
   outputs copied out); LiteRT releases the GIL in ``invoke``, so preprocessing of
   frame N+1 and decoding of frame N-1 overlap the invoke of frame N;
@@ -30,13 +31,12 @@ from agent.log import get_logger
 from agent.pipeline.handoff import (
     Feed,
     Inferred,
-    InputPair,
+    InputBuffers,
     PostQueue,
     Prepared,
     Timings,
-    adapt_slack,
     ewma,
-    prep_delay_s,
+    worth_refreshing,
 )
 from agent.pipeline.model import LoadedModel
 from agent.pipeline.stats import SAMPLES_KEPT, HourCounter
@@ -66,7 +66,7 @@ class ModelWorker:
         self._sink = sink
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
-        self._inputs = InputPair()
+        self._inputs = InputBuffers()
         self._post = PostQueue()
         for feed in feeds:
             feed.ring.add_listener(self._inputs.prep_wake.set)
@@ -76,9 +76,8 @@ class ModelWorker:
         self._threads: list[threading.Thread] = []
         self._next_feed = 0
         self.busy_since: float | None = None
-        self._invoke_est_s = 0.0  # running means for just-in-time preprocessing
+        self._invoke_est_s = 0.0  # running means: is there time to refresh the ready frame?
         self._prep_est_s = 0.0
-        self._slack_s = 0.0
         self._beats = dict.fromkeys(("prep", "infer", "post"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
@@ -124,6 +123,11 @@ class ModelWorker:
         return min(self._beats.values())
 
     @property
+    def refreshed(self) -> int:
+        """Ready frames replaced by a newer frame before the model took them."""
+        return self._inputs.refreshed
+
+    @property
     def post_dropped(self) -> int:
         """Inferred frames dropped because the post-processing queue was full."""
         return self._post.dropped
@@ -155,26 +159,32 @@ class ModelWorker:
             # Clear first: a publish or a take after the checks sets the event again.
             inputs.prep_wake.clear()
             loaded = self.loaded
-            if loaded is None or inputs.has_ready():
+            ready = inputs.ready
+            if loaded is None:
                 inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
-            now = time.monotonic()
-            delay = prep_delay_s(
-                now, inputs.taken_at_s, self._invoke_est_s, self._prep_est_s, self._slack_s
-            )
-            if delay > 0.0:
-                self._stop.wait(min(delay, IDLE_WAIT_S))
-            picked = self._take()
+            if ready is None:
+                picked = self._take()
+            elif worth_refreshing(
+                time.monotonic(), inputs.taken_at_s, self._invoke_est_s, self._prep_est_s
+            ):
+                picked = self._take_from(ready.feed)  # same camera: round robin stays fair
+            else:
+                picked = None
             if picked is None:
                 inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
             try:
                 prepared = self._prepare(picked, loaded, generation)
                 if prepared is not None:
-                    inputs.offer(prepared)
+                    self._discard(inputs.offer(prepared))
             except Exception as exc:  # the thread must survive a bad frame
                 picked[0].ring.release(picked[0].consumer)
                 self._failed(exc, "preprocess")
+
+    def _take_from(self, feed: Feed) -> tuple[Feed, Frame] | None:
+        frame = feed.ring.take(feed.consumer)
+        return None if frame is None else (feed, frame)
 
     def _take(self) -> tuple[Feed, Frame] | None:
         count = len(self.feeds)
@@ -224,8 +234,6 @@ class ModelWorker:
 
     def _run_infer(self, generation: int) -> None:
         inputs = self._inputs
-        just_invoked = False
-        starved_since = 0.0  # waiting for prep since (0: not starved)
         while self._current(generation):
             self._beats["infer"] = time.monotonic()
             if self._pending is not None:
@@ -233,19 +241,11 @@ class ModelWorker:
             inputs.infer_wake.clear()
             prepared = inputs.take()
             if prepared is None:
-                if just_invoked:  # the next frame is not ready yet: how late will it be?
-                    starved_since = time.monotonic()
-                    just_invoked = False
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
-            if just_invoked or starved_since:
-                late = time.monotonic() - starved_since if starved_since else 0.0
-                self._slack_s = adapt_slack(self._slack_s, self._invoke_est_s, late)
-                starved_since = 0.0
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue
-            just_invoked = True
             try:
                 inferred = self._invoke(prepared, generation)
             except Exception as exc:  # reported in health; the loop goes on
