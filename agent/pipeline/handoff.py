@@ -38,8 +38,8 @@ POST_QUEUE_DEPTH = 4
 INPUT_BUFFERS = 3  # invoking, ready, being written
 # A refresh must be ready this much before the model is expected to be free: the
 # preprocess estimate times REFRESH_MARGIN, plus REFRESH_MIN_S for wake-up jitter.
-REFRESH_MARGIN = 1.5
-REFRESH_MIN_S = 0.0001
+REFRESH_MARGIN = 1.0
+REFRESH_MIN_S = 0.00005
 EWMA_WEIGHT = 0.1
 
 
