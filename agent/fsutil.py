@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -10,13 +11,31 @@ from pathlib import Path
 from typing import Any
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    _fsync_path(directory, os.O_DIRECTORY)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written elsewhere (never through a symlink)."""
+    _fsync_path(path, os.O_NOFOLLOW)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a whole file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.errors import CommandError, Reason
 from agent.fleet.keys import signers_for
-from agent.fsutil import atomic_write_bytes
+from agent.fsutil import atomic_write_bytes, sha256_file
 from agent.update.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
 from agent.update.envelope import canonical_bytes, sign_envelope
 from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
@@ -46,14 +46,6 @@ class BundleSpec:
     https_url: str = ""
     # The operator serves chunks over MQTT too: devices fall back to them if HTTPS fails.
     mqtt_fallback: bool = True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _https_block(spec: BundleSpec) -> dict[str, Any] | None:
@@ -108,7 +100,7 @@ def manifest_document(
         "compat": dict(spec.compat),
         "model": model,
         "files": [
-            {"name": p.name, "length": p.stat().st_size, "sha256": _sha256(p)} for p in files
+            {"name": p.name, "length": p.stat().st_size, "sha256": sha256_file(p)} for p in files
         ],
         "transfer": transfer,
         "health": dict(spec.health),

@@ -9,7 +9,6 @@ precision), so a restart or a rollback to a model seen before costs nothing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import re
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BackendUnavailableError, ModelLoadError
-from agent.fsutil import atomic_write_bytes, atomic_write_json
+from agent.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from agent.inference.backends.specs import guess_layout, resolve_input_shape
 from agent.inference.backends.tensorrt import make_logger
 from agent.log import get_logger
@@ -32,14 +31,6 @@ class BuildTarget:
     gpu: str
     compute_capability: str
     fp16: bool = True
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def engine_cache_name(onnx_sha256: str, target: BuildTarget) -> str:

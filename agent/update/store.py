@@ -46,14 +46,6 @@ def disk_free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def rmtree_readonly(path: Path) -> None:
     """Remove a tree even when its dirs are 0555 (version dirs are made read-only)."""
     if path.is_symlink() or not path.exists():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from agent.inference.trt_build import BuildTarget, engine_cache_name, sha256_file
+from agent.fsutil import sha256_file
+from agent.inference.trt_build import BuildTarget, engine_cache_name
 
 
 def test_cache_name_changes_with_every_part_of_the_key() -> None:
