@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,3 +39,23 @@ class Source(Protocol):
         ...
 
     def release(self) -> None: ...
+
+
+class Pacer:
+    """Holds reads to at most one per ``period_s`` (0: no pacing).
+
+    It does not catch up after a slow consumer: the next read is due one period after
+    the later of the schedule and now.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._next_due_s = 0.0
+
+    def wait(self) -> None:
+        if not self.period_s:
+            return
+        now = time.monotonic()
+        if self._next_due_s > now:
+            time.sleep(self._next_due_s - now)
+        self._next_due_s = max(self._next_due_s, now) + self.period_s

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.capture.base import Source
+from agent.capture.base import Pacer, Source
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
 from agent.errors import CaptureError, SourceOpenError, SourceSpecError
@@ -111,10 +110,9 @@ class VideoCaptureSource:
         self._cap = cap
         self._live_camera = live_camera
         self._fps = fps
-        self._period_s = 1.0 / fps if paced and fps > 0 else 0.0
+        self._pacer = Pacer(1.0 / fps if paced and fps > 0 else 0.0)
         self._loop = loop and rewindable
         self._finite = rewindable
-        self._next_due = 0.0
         self._ended = False
 
     @property
@@ -145,12 +143,7 @@ class VideoCaptureSource:
     def read(self) -> npt.NDArray[np.uint8] | None:
         if self._ended:
             return None
-        if self._period_s:
-            now = time.monotonic()
-            if self._next_due > now:
-                time.sleep(self._next_due - now)
-            # Do not catch up after a slow consumer: pace from now, not from the schedule.
-            self._next_due = max(self._next_due, now) + self._period_s
+        self._pacer.wait()
         return self._grab()
 
     def release(self) -> None:
@@ -163,10 +156,9 @@ class ImageDirSource:
     def __init__(self, files: list[Path], fps: float, paced: bool, loop: bool) -> None:
         self._files = files
         self._fps = fps
-        self._period_s = 1.0 / fps if paced else 0.0
+        self._pacer = Pacer(1.0 / fps if paced else 0.0)
         self._loop = loop
         self._index = 0
-        self._next_due = 0.0
         self._ended = False
 
     @property
@@ -183,11 +175,7 @@ class ImageDirSource:
                 self._ended = True
                 return None
             self._index = 0
-        if self._period_s:
-            now = time.monotonic()
-            if self._next_due > now:
-                time.sleep(self._next_due - now)
-            self._next_due = max(self._next_due, now) + self._period_s
+        self._pacer.wait()
         path = self._files[self._index]
         self._index += 1
         # None on an unreadable file, which the capture thread treats as a failed read.

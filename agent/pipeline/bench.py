@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.capture import open_source
+from agent.capture.base import Pacer
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
 from agent.config.root import AgentConfig
@@ -136,23 +137,19 @@ class ReplaySource:
 
     def __init__(self, frames: list[npt.NDArray[np.uint8]], fps: float, _camera: object) -> None:
         self._frames = frames
-        self._period_s = 1.0 / fps
-        self._next_due = 0.0
+        self._pacer = Pacer(1.0 / fps)
         self._index = 0
 
     @property
     def nominal_fps(self) -> float:
-        return 1.0 / self._period_s
+        return 1.0 / self._pacer.period_s
 
     @property
     def ended(self) -> bool:
         return False
 
     def read(self) -> npt.NDArray[np.uint8] | None:
-        now = time.perf_counter()
-        if self._next_due > now:
-            time.sleep(self._next_due - now)
-        self._next_due = max(self._next_due, now) + self._period_s
+        self._pacer.wait()
         self._index += 1
         return self._frames[self._index % len(self._frames)]
 
