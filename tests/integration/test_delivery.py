@@ -59,16 +59,19 @@ class Operator:
             with self.lock:
                 self.states.setdefault(topic, []).append(json.loads(payload))
 
+    def docs(self, device: str, dep: str) -> list[dict[str, object]]:
+        with self.lock:
+            return list(self.states.get(TOPICS.model_update(device, dep), []))
+
     def wait_terminal(self, device: str, dep: str, timeout_s: float = 30.0) -> dict[str, object]:
-        topic = TOPICS.model_update(device, dep)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with self.lock:
-                docs = list(self.states.get(topic, []))
+            docs = self.docs(device, dep)
             if docs and docs[-1]["status"] in ("successful", "failed"):
                 return docs[-1]
             time.sleep(0.05)
-        raise AssertionError(f"no terminal state on {topic}: {docs[-3:] if docs else None}")
+        topic = TOPICS.model_update(device, dep)
+        raise AssertionError(f"no terminal state on {topic}: {self.docs(device, dep)[-3:]}")
 
 
 @pytest.fixture

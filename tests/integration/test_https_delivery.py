@@ -6,11 +6,8 @@ manifest travels over MQTT, the bytes over HTTPS, and op states come back over M
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,47 +24,13 @@ from agent.update.probe import OfflineProbe
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
 from agent.update.transfer.service import ServiceSettings, UpdateService
-from agent.update.transfer.wire import Topics
 from agent.uplink.link import Link
 from agent.uplink.topics import Topics as LinkTopics
+from tests.integration.test_delivery import FLEET, ROOT, TOPICS, Operator, publish
 from tests.support.https_server import HttpsFileServer, make_pki
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.broker
-ROOT = "ea/v1"
-FLEET = "f1"
-TOPICS = Topics(ROOT)
-
-
-@dataclass
-class Operator:
-    client: FleetClient
-    states: dict[str, list[dict[str, object]]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_state(self, topic: str, payload: bytes) -> None:
-        if payload:
-            with self.lock:
-                self.states.setdefault(topic, []).append(json.loads(payload))
-
-    def docs(self, dep: str) -> list[dict[str, object]]:
-        with self.lock:
-            return list(self.states.get(TOPICS.model_update("cam-1", dep), []))
-
-    def wait_terminal(self, dep: str, timeout_s: float = 30.0) -> dict[str, object]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            docs = self.docs(dep)
-            if docs and docs[-1]["status"] in ("successful", "failed"):
-                return docs[-1]
-            time.sleep(0.05)
-        raise AssertionError(f"no terminal state for {dep}: {self.docs(dep)[-3:]}")
-
-    def publish(self, bundle: Path) -> str:
-        served = load_bundle(bundle)
-        topic = TOPICS.deploy(FLEET, "detector")
-        self.client.publish_wait(topic, served.envelope_bytes, retain=True)
-        return served.deployment_id
 
 
 @pytest.fixture
@@ -129,14 +92,16 @@ def test_update_from_https_url_and_failures_leave_the_active_model(
     try:
         # 1. The bytes come over HTTPS only: no chunk server runs.
         first = bundle(1, fallback=False)
-        final = operator.wait_terminal(operator.publish(first))
+        final = operator.wait_terminal("cam-1", publish(operator, first))
         assert final["status"] == "successful", final
         assert final["outcome"] == "committed"
         committed = installer.store.current_sha("detector")
         assert committed == final["bundle_sha256"]
         size = short_range_model.stat().st_size
         assert server.sent(short_range_model.name) == size  # each byte once
-        sources = {d.get("source") for d in operator.docs("dep-1") if d["status"] == "downloading"}
+        sources = {
+            d.get("source") for d in operator.docs("cam-1", "dep-1") if d["status"] == "downloading"
+        }
         assert "https" in sources
 
         # 2. A chunk damaged on every reply, no fallback: hash_mismatch, active model kept.
@@ -144,7 +109,7 @@ def test_update_from_https_url_and_failures_leave_the_active_model(
         server.root = second
         server.faults.corrupt_at, server.faults.corrupt_file = 20_000, short_range_model.name
         server.faults.corrupt_times = -1
-        final = operator.wait_terminal(operator.publish(second))
+        final = operator.wait_terminal("cam-1", publish(operator, second))
         assert final["status"] == "failed"
         assert final["reason"] == "hash_mismatch"
         assert installer.store.current_sha("detector") == committed
@@ -156,17 +121,17 @@ def test_update_from_https_url_and_failures_leave_the_active_model(
             operator.client, TOPICS, [load_bundle(third)], chunk_stop, resend_guard_s=0.3
         )
         chunks.start()
-        final = operator.wait_terminal(operator.publish(third))
+        final = operator.wait_terminal("cam-1", publish(operator, third))
         assert final["status"] == "successful", final
         assert installer.store.current_sha("detector") == final["bundle_sha256"] != committed
-        fell_back = [d for d in operator.docs("dep-3") if d.get("source") == "mqtt"]
+        fell_back = [d for d in operator.docs("cam-1", "dep-3") if d.get("source") == "mqtt"]
         assert fell_back
         assert str(fell_back[0]["fallback"]).startswith("download_failed: ")
 
         # 4. 404 and HTTPS only: failed at once with download_failed, the model stays.
         active = installer.store.current_sha("detector")
         fourth = bundle(4, fallback=False)
-        final = operator.wait_terminal(operator.publish(fourth), timeout_s=10)
+        final = operator.wait_terminal("cam-1", publish(operator, fourth), timeout_s=10)
         assert final["status"] == "failed"
         assert final["reason"] == "download_failed"
         assert "404" in str(final["detail"])
