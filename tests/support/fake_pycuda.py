@@ -17,12 +17,14 @@ It mimics the call shapes the TensorRT backend uses (``init``, ``Device``,
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 
 
 class Error(Exception):
@@ -237,3 +239,15 @@ class FakeStream:
         self._driver.ops.append(("sync",))
         while self.pending:
             self.pending.pop(0)()
+
+
+def install_stack(
+    monkeypatch: pytest.MonkeyPatch, tensorrt: types.ModuleType, driver: FakeDriver
+) -> None:
+    """Make ``tensorrt`` and ``driver`` the importable ``tensorrt`` and ``pycuda.driver``."""
+    pycuda = types.ModuleType("pycuda")
+    driver_mod = driver.module()
+    pycuda.driver = driver_mod  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver_mod)

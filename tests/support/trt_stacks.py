@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 import time
 import types
@@ -24,7 +23,7 @@ from agent.inference.registry import BackendOptions
 from agent.pipeline.model import LoadedModel, load_model
 from agent.update.engines import ENGINE_PREFIX, default_engine_builder
 from agent.update.store import ModelStore
-from tests.support.fake_pycuda import FakeDriver
+from tests.support.fake_pycuda import FakeDriver, install_stack
 from tests.support.fake_tensorrt import make_fake_tensorrt
 from tests.support.fake_trt_builder import add_fake_builder
 from tests.support.update_fleet import Fleet, install_bundle, make_installer
@@ -48,12 +47,7 @@ def use_stack(
     module = add_fake_builder(
         make_fake_tensorrt(api, driver, version=stack["version"]), fail_build=fail_build, hold=hold
     )
-    pycuda = types.ModuleType("pycuda")
-    driver_mod = driver.module()
-    pycuda.driver = driver_mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver_mod)
+    install_stack(monkeypatch, module, driver)
     return module
 
 

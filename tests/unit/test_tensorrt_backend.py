@@ -18,7 +18,7 @@ import pytest
 
 from agent.errors import BackendUnavailableError, InferenceError, ModelLoadError
 from agent.inference.registry import BackendOptions, create_backend
-from tests.support.fake_pycuda import FakeDriver
+from tests.support.fake_pycuda import FakeDriver, install_stack
 from tests.support.fake_tensorrt import fake_engine_bytes, make_fake_tensorrt
 
 COPY_AND_FILL = [
@@ -41,12 +41,7 @@ def fakes(
 ) -> Iterator[FakeStack]:
     driver = FakeDriver(name="Orin (fake)", capability=(8, 7))
     trt = make_fake_tensorrt(request.param, driver)
-    pycuda = types.ModuleType("pycuda")
-    driver_mod = driver.module()
-    pycuda.driver = driver_mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver_mod)
+    install_stack(monkeypatch, trt, driver)
 
     def write_engine(*args: object, **kwargs: object) -> Path:
         path = tmp_path / "model.engine"

@@ -23,7 +23,7 @@ from agent.errors import Reason, UpdateError
 from agent.update.engines import ENGINE_PREFIX, default_engine_builder
 from agent.update.factory import engine_builders
 from agent.update.installer import Installer
-from tests.support.fake_pycuda import FakeDriver
+from tests.support.fake_pycuda import FakeDriver, install_stack
 from tests.support.fake_tensorrt import make_fake_tensorrt
 from tests.support.fake_trt_builder import add_fake_builder
 from tests.support.update_fleet import Fleet, install_bundle, make_installer, snapshot
@@ -38,12 +38,7 @@ def install_fakes(
     driver: FakeDriver,
 ) -> types.ModuleType:
     module = add_fake_builder(make_fake_tensorrt(api, driver))
-    pycuda = types.ModuleType("pycuda")
-    driver_mod = driver.module()
-    pycuda.driver = driver_mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver_mod)
+    install_stack(monkeypatch, module, driver)
     return module
 
 
