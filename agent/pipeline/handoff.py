@@ -128,9 +128,6 @@ class InputBuffers:
     def ready(self) -> Prepared | None:
         return self._ready
 
-    def has_ready(self) -> bool:
-        return self._ready is not None
-
     def free_buffer(self, loaded: LoadedModel) -> tuple[int, npt.NDArray[np.generic]]:
         """A buffer neither being invoked on nor ready: the preprocess thread's to write.
 

@@ -189,11 +189,10 @@ class ModelWorker:
     def _take(self) -> tuple[Feed, Frame] | None:
         count = len(self.feeds)
         for i in range(count):
-            feed = self.feeds[(self._next_feed + i) % count]
-            frame = feed.ring.take(feed.consumer)
-            if frame is not None:
+            picked = self._take_from(self.feeds[(self._next_feed + i) % count])
+            if picked is not None:
                 self._next_feed = (self._next_feed + i + 1) % count
-                return feed, frame
+                return picked
         return None
 
     def _prepare(

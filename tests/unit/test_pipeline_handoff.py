@@ -46,7 +46,7 @@ def test_input_buffers_never_hand_out_the_buffer_being_invoked_or_the_ready_one(
     feed = Feed(FrameRing("cam"), 0, Debouncer(1), None)
     first = _prepared(buffers, loaded, feed)
     assert buffers.offer(first) is None
-    assert buffers.has_ready()
+    assert buffers.ready is first
     assert buffers.take() is first  # the inference thread now invokes on first.tensor
     assert buffers.prep_wake.is_set()  # prep is told nothing is ready
     in_invoke = first
@@ -75,7 +75,7 @@ def test_swap_gets_fresh_buffers_and_clear_drops_the_waiting_frame(loaded, short
     old = _prepared(pair, loaded, feed)
     pair.offer(old)
     assert pair.clear() is old
-    assert not pair.has_ready()
+    assert pair.ready is None
     other = load_model(ModelConfig(), "tflite", short_range_model, BackendOptions(threads=1))
     try:
         fresh = _prepared(pair, other, feed)
