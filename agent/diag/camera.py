@@ -6,7 +6,6 @@ stats and health the daemon passes in instead of opening the device.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config import BoardConfig, CameraConfig
+from agent.diag.bounded import run_bounded
 from agent.diag.report import CheckResult, fail, ok, warn
 from agent.errors import CaptureError
 
@@ -186,25 +186,18 @@ def sample_source(camera: CameraConfig, board: BoardConfig, window_s: float) -> 
 
 def check_camera_local(camera: CameraConfig, board: BoardConfig, window_s: float) -> CheckResult:
     name = f"camera:{camera.name}"
-    outcome: list[Sample | BaseException] = []
-
-    def work() -> None:
-        try:
-            outcome.append(sample_source(camera, board, window_s))
-        except BaseException as exc:  # carried to the caller's thread
-            outcome.append(exc)
-
     # A wedged driver can block read() forever; the check must still come back.
-    worker = threading.Thread(target=work, name=f"diag-{name}", daemon=True)
-    worker.start()
-    worker.join(window_s + camera.open_timeout_s + 5.0)
-    if not outcome:
+    result = run_bounded(
+        f"diag-{name}",
+        lambda: sample_source(camera, board, window_s),
+        window_s + camera.open_timeout_s + 5.0,
+    )
+    if result is None:
         return fail(
             name,
             f"{camera.source}: no answer within {window_s + camera.open_timeout_s + 5.0:.0f} s",
             "the driver or stream hangs; power-cycle the camera or check the network",
         )
-    result = outcome[0]
     if isinstance(result, CaptureError):
         return fail(
             name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import AgentConfig, ModelConfig
+from agent.diag.bounded import run_bounded
 from agent.diag.report import CheckResult, fail, ok, warn
 from agent.errors import BackendUnavailableError, InferenceError, ModelLoadError
 
@@ -103,28 +103,18 @@ def check_model_local(  # noqa: PLR0911 - one return per verdict, worst first
                 origin=origin,
                 backend=backend,
             )
-    outcome: list[dict[str, Any] | BaseException] = []
-
-    def work() -> None:
-        try:
-            outcome.append(smoke(cfg, model, path))
-        except BaseException as exc:  # carried to the caller's thread
-            outcome.append(exc)
-
     # The smoke test is also the stuck-accelerator test: it must come back in budget.
     budget_s = model.inference_timeout_s
-    worker = threading.Thread(target=work, name=f"diag-{name}", daemon=True)
-    worker.start()
-    worker.join(budget_s + 30.0)  # loading (TensorRT engines) may take longer than one invoke
+    # Loading (TensorRT engines) may take longer than one invoke: 30 s on top.
+    result = run_bounded(f"diag-{name}", lambda: smoke(cfg, model, path), budget_s + 30.0)
     data: dict[str, Any] = {"path": str(path), "origin": origin, "backend": backend}
-    if not outcome:
+    if result is None:
         return fail(
             name,
             f"{backend} did not load and run {path.name} within {budget_s + 30.0:.0f} s",
             "the accelerator may be hung; check dmesg and reboot",
             **data,
         )
-    result = outcome[0]
     if isinstance(result, BackendUnavailableError):
         return fail(
             name,
