@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import log
-from agent.assets import find_asset
+from agent.assets import REASON_SAMPLE_MISSING, sample_asset
 from agent.config.root import AgentConfig
 from agent.errors import ModelLoadError, SourceOpenError
 from agent.events.types import DetectionEvent
@@ -39,14 +39,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def find_sample(given: Path | None, relative: str) -> Path:
-    path = given or find_asset(relative)
-    if path is None or not path.exists():
+    """The file given on the command line, else the sample (the packaged clip is rendered)."""
+    if given is None:
+        return sample_asset(relative)
+    if not given.is_file():
         raise SourceOpenError(
-            f"sample asset {relative} not found (run tools/fetch_assets.py)",
+            f"{REASON_SAMPLE_MISSING}: {given} not found",
             camera="sample",
-            source=relative,
+            source=str(given),
+            reason=REASON_SAMPLE_MISSING,
         )
-    return path
+    return given
 
 
 def demo_config(clip: Path, model: Path, state_dir: Path, threshold: float) -> AgentConfig:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.assets import shipped_dir
 from agent.errors import ConfigError, ProfileNotFoundError
 from agent.tomlcompat import TOMLDecodeError, load_toml
 
@@ -22,9 +23,10 @@ def profile_dirs() -> list[Path]:
         Path("/etc/edge-agent/firmware_profiles"),
         Path(sys.prefix) / "share/edge-agent/firmware_profiles",
         Path("/usr/share/edge-agent/firmware_profiles"),
-        # A source checkout: firmware_profiles/ next to agent/.
-        Path(__file__).resolve().parents[2] / "firmware_profiles",
     ]
+    # Inside the installed package (copied in at build time), else a checkout's.
+    if shipped := shipped_dir("firmware_profiles"):
+        dirs.append(shipped)
     return dirs
 
 
