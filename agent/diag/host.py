@@ -76,7 +76,7 @@ def judge_systemd(props: Mapping[str, str]) -> CheckResult:
         return warn(
             "systemd",
             f"{UNIT} is {load or 'unknown'}",
-            "install it: tools/install_service.sh, then systemctl enable --now edge-agent",
+            "install it: sudo edge-agent setup-service --enable --now",
             **data,
         )
     state = f"{active} ({sub}), watchdog {wd if watchdog_set(wd) else 'off'}, {restarts} restart(s)"
@@ -108,7 +108,7 @@ def check_systemd(root: Path = Path("/"), runner: CommandRunner = run_command) -
         return warn(
             "systemd",
             "not under systemd (PID 1 is not systemd); nothing restarts the agent if it dies",
-            "on a device install the unit (tools/install_service.sh); fine in a container",
+            "on a device install the unit (edge-agent setup-service); fine in a container",
         )
     argv = ["systemctl", "show", UNIT, "--no-pager", f"--property={','.join(SHOW_PROPERTIES)}"]
     try:
