@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.fleet.mqttclient import FleetClient
-from agent.update.installer import Installer
-from agent.update.manifest import Manifest
-from agent.update.outcome import InstallResult
-from agent.update.policy import DeviceFacts
-from agent.update.probe import TrialResult
-from agent.update.transfer.service import ServiceSettings, UpdateService
+from agent.update.store.installer import Installer
+from agent.update.store.outcome import InstallResult
+from agent.update.store.probe import TrialResult
+from agent.update.transfer.service import UpdateService
+from agent.update.transfer.settings import ServiceSettings
 from agent.update.transfer.wire import Topics
-from agent.update.verify import Verified
+from agent.update.trust.manifest import Manifest
+from agent.update.trust.policy import DeviceFacts
+from agent.update.trust.verify import Verified
 
 Callback = Callable[[str, bytes], None]
 TERMINAL = ("successful", "failed")

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.capture.base import Frame
-from agent.pipeline.stats import RateWindow
+from agent.stats import RateWindow
 
 
 class FrameRing:

@@ -17,8 +17,8 @@ from agent.capture.base import Source
 from agent.capture.ring import FrameRing
 from agent.errors import CaptureError
 from agent.log import get_logger
-from agent.pipeline.stats import HourCounter, RateWindow
 from agent.retry import Backoff
+from agent.stats import HourCounter, RateWindow
 
 log = get_logger(__name__)
 

@@ -11,11 +11,11 @@ from agent.cli.common import config_options, configure_logging_from, load_from_a
 from agent.config.root import AgentConfig
 from agent.errors import CommandError, Reason
 from agent.inference.registry import BackendOptions
-from agent.update.bundle import check_chunk_index, read_manifest, read_root_chain
-from agent.update.factory import build_installer
-from agent.update.journal import read_status
-from agent.update.outcome import InstallResult
-from agent.update.probe import OfflineProbe
+from agent.update.store.bundle import check_chunk_index, read_manifest, read_root_chain
+from agent.update.store.factory import build_installer
+from agent.update.store.journal import read_status
+from agent.update.store.outcome import InstallResult
+from agent.update.store.probe import OfflineProbe
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -41,7 +41,7 @@ def installed_model_paths(config: AgentConfig, state_dir: Path) -> dict[str, Pat
     Read once at start-up, so a restart after an update serves the committed (or
     trial) version rather than the provisioned ``[[models]].path``.
     """
-    from agent.update.store import ModelStore  # noqa: PLC0415 - keeps update code off the import path
+    from agent.update.store.models import ModelStore  # noqa: PLC0415 - keeps update code off the import path
 
     store = ModelStore(state_dir)
     found: dict[str, Path] = {}

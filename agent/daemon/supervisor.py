@@ -31,7 +31,7 @@ from agent.daemon.pipelines import (
 )
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
-from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
+from agent.update.engines.refresh import EngineRefresher, start_engine_refresh
 from agent.update.transfer.wiring import start_update_service
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage

@@ -19,7 +19,7 @@ def installed_model_path(state_dir: Path, slot: str) -> Path | None:
     """The slot's installed update, when the update store exists and has one."""
     try:
         # By name: the update store is optional in a base install.
-        store_module = importlib.import_module("agent.update.store")
+        store_module = importlib.import_module("agent.update.store.models")
     except ImportError:
         return None
     found = store_module.ModelStore(state_dir).current_model(slot)
@@ -39,8 +39,8 @@ def tensorrt_engine_for(path: Path) -> Path:
     Raises ModelLoadError while the engine still needs the rebuild the daemon makes.
     """
     # Imported here: the update code stays off the import path of tflite/onnx devices.
-    from agent.update.engine_cache import runtime_target  # noqa: PLC0415
-    from agent.update.engine_rebuild import resolve_installed_engine  # noqa: PLC0415
+    from agent.update.engines.cache import runtime_target  # noqa: PLC0415
+    from agent.update.engines.rebuild import resolve_installed_engine  # noqa: PLC0415
 
     return resolve_installed_engine(path, runtime_target)
 

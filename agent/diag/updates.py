@@ -19,7 +19,7 @@ BROKEN_PHASES = frozenset({"inconsistent"})
 
 def check_trust(root_path: Path, now_wall_s: float) -> CheckResult:
     try:
-        from agent.update.trust import load_root_file  # noqa: PLC0415 - updates are optional
+        from agent.update.store.truststore import load_root_file  # noqa: PLC0415 - updates are optional
     except ImportError as exc:
         return warn(
             "trust", f"update support not installed ({exc})", "reinstall edge-agent completely"
@@ -73,10 +73,10 @@ def as_plain(value: Any) -> Any:
 
 
 def read_update_status(state_dir: Path, root_path: Path) -> dict[str, Any] | None:
-    """``agent.update.journal.read_status`` as a dict; None when updates are not installed."""
+    """``agent.update.store.journal.read_status`` as a dict; None when updates are not installed."""
     try:
         # By name: the update journal is optional in a base install.
-        journal = importlib.import_module("agent.update.journal")
+        journal = importlib.import_module("agent.update.store.journal")
     except ImportError:
         return None
     plain = as_plain(journal.read_status(state_dir, root_path))

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from agent.events.nms import nms
 from agent.events.types import Detection
-from agent.inference.decoders.nms import nms
 
 
 def apply_thresholds(

@@ -14,10 +14,11 @@ from typing import Any
 from agent.errors import CommandError, Reason
 from agent.fleet.keys import signers_for
 from agent.fsutil import atomic_write_bytes, sha256_file
-from agent.update.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
-from agent.update.envelope import canonical_bytes, sign_envelope
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
-from agent.update.trust import format_time, load_root_file
+from agent.update.store.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
+from agent.update.store.truststore import load_root_file
+from agent.update.trust.envelope import canonical_bytes, sign_envelope
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
+from agent.update.trust.root import format_time
 
 DAY_S = 86400
 DEFAULT_CHUNK = 128 * 1024

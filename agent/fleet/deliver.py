@@ -17,11 +17,11 @@ from agent.fleet.mqttclient import BrokerTls, FleetClient
 from agent.fleet.served import ServedBundle, load_bundle
 from agent.fleet.track import DeviceState, Tracker, outcome, split_canary
 from agent.log import get_logger
-from agent.update.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, parse_manifest
+from agent.update.store.truststore import load_root_file
 from agent.update.transfer.wire import Topics
-from agent.update.trust import load_root_file
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.trust.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
 

@@ -16,10 +16,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import CommandError, Reason
+from agent.fleet import keyfiles
 from agent.fsutil import atomic_write_bytes
-from agent.update import crypto
-from agent.update.envelope import canonical_bytes, sign_envelope
-from agent.update.trust import KNOWN_ROLES, ROOT_PAYLOAD_TYPE, Root, format_time, load_root_file
+from agent.update.store.truststore import load_root_file
+from agent.update.trust import crypto
+from agent.update.trust.envelope import canonical_bytes, sign_envelope
+from agent.update.trust.root import KNOWN_ROLES, ROOT_PAYLOAD_TYPE, Root, format_time
 
 DAY_S = 86400
 
@@ -57,7 +59,7 @@ def private_keys(keys_dir: Path) -> dict[str, Ed25519PrivateKey]:
     """Every private key under ``DIR/keys`` by key id (retired keys excluded)."""
     found: dict[str, Ed25519PrivateKey] = {}
     for path in sorted((keys_dir / "keys").glob("*.pem")):
-        key = crypto.load_private_key(path)
+        key = keyfiles.load_private_key(path)
         found[crypto.private_key_id(key)] = key
     return found
 
@@ -91,7 +93,7 @@ def init_keys(
     for role, count in counts.items():
         generated[role] = [crypto.generate_key() for _ in range(count)]
         for n, key in enumerate(generated[role], start=1):
-            crypto.save_private_key(keys_dir / "keys" / f"{role}-{n}.pem", key)
+            keyfiles.save_private_key(keys_dir / "keys" / f"{role}-{n}.pem", key)
     thresholds = {"root": threshold, "release": release_threshold, "heartbeat": 1}
     # Downgrades need the offline root keys: the rarest and best-guarded signature.
     generated["downgrade"] = generated["root"]
@@ -145,7 +147,7 @@ def rotate_root(
         path.rename(target)
     for name in wanted:
         for n, key in enumerate(role_keys[name], start=1):
-            crypto.save_private_key(keys_dir / "keys" / f"{name}-{n}.pem", key)
+            keyfiles.save_private_key(keys_dir / "keys" / f"{name}-{n}.pem", key)
     _write_root(keys_dir, old.version + 1, data)
     return load_root_file(keys_dir / "root.json")
 

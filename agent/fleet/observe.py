@@ -16,9 +16,9 @@ from rich.table import Table
 from agent.errors import CommandError, Reason
 from agent.fleet.deliver import add_broker_args, connect
 from agent.fleet.keys import signers_for
+from agent.update.store.truststore import load_root_file
 from agent.update.transfer.heartbeat import Latest, make_heartbeat
 from agent.update.transfer.wire import Topics
-from agent.update.trust import load_root_file
 
 DAY_S = 86400
 

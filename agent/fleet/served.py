@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import AgentError, DownloadError
-from agent.update.bundle import parse_chunk_index, read_manifest
-from agent.update.envelope import parse_envelope
-from agent.update.manifest import Manifest, parse_manifest
+from agent.update.store.bundle import parse_chunk_index, read_manifest
 from agent.update.transfer.wire import chunk_frame_buffer
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import Manifest, parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 
 @dataclass(frozen=True, slots=True)

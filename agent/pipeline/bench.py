@@ -29,7 +29,7 @@ from agent.inference.base import RuntimeInfo
 from agent.inference.registry import create_backend
 from agent.pipeline.model import backend_options
 from agent.pipeline.runner import Pipeline, SourceOpener
-from agent.pipeline.stats import summarise
+from agent.stats import summarise
 
 WARMUP_INVOKES = 5
 PIPELINE_WARMUP_S = 0.5

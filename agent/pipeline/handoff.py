@@ -27,7 +27,7 @@ import numpy.typing as npt
 from agent.capture.ring import FrameRing
 from agent.events.filters import Debouncer
 from agent.events.motion import MotionGate
-from agent.pipeline.stats import RateWindow, SampleWindow
+from agent.stats import RateWindow, SampleWindow
 
 if TYPE_CHECKING:
     from agent.capture.base import Frame

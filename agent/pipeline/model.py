@@ -94,8 +94,8 @@ def _check_image_input(backend: Backend, path: Path) -> None:
 
 def _installed_engine(path: Path, options: BackendOptions) -> Path:
     # Imported here: the update code stays off the import path of tflite/onnx devices.
-    from agent.update.engine_cache import runtime_target  # noqa: PLC0415
-    from agent.update.engine_rebuild import resolve_installed_engine  # noqa: PLC0415
+    from agent.update.engines.cache import runtime_target  # noqa: PLC0415
+    from agent.update.engines.rebuild import resolve_installed_engine  # noqa: PLC0415
 
     return resolve_installed_engine(path, functools.partial(runtime_target, options.device_index))
 
@@ -107,7 +107,7 @@ def load_model(
 
     Raises ModelLoadError or BackendUnavailableError; nothing stays open on failure.
     A staging-built TensorRT engine that another TensorRT or GPU built loads as its
-    rebuild for this device (``agent.update.engine_rebuild``).
+    rebuild for this device (``agent.update.engines.rebuild``).
     """
     if backend_name == "tensorrt":
         path = _installed_engine(path, options)

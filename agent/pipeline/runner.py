@@ -32,8 +32,8 @@ from agent.events.types import EventSink
 from agent.log import get_logger
 from agent.pipeline.handoff import Feed
 from agent.pipeline.model import LoadedModel, backend_options, load_model
-from agent.pipeline.stats import SAMPLES_KEPT
 from agent.pipeline.worker import ModelWorker
+from agent.stats import SAMPLES_KEPT
 
 log = get_logger(__name__)
 

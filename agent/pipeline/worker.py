@@ -39,7 +39,7 @@ from agent.pipeline.handoff import (
     worth_refreshing,
 )
 from agent.pipeline.model import LoadedModel
-from agent.pipeline.stats import SAMPLES_KEPT, HourCounter
+from agent.stats import SAMPLES_KEPT, HourCounter
 
 log = get_logger(__name__)
 

@@ -27,15 +27,15 @@ from agent.config.root import AgentConfig
 from agent.daemon.supervisor import Supervisor
 from agent.errors import AgentError, ConfigError, Reason, UpdateError
 from agent.fleet.keys import signers_for
-from agent.update.bundle import MANIFEST_FILE
-from agent.update.envelope import canonical_bytes, sign_envelope
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE
+from agent.update.store.bundle import MANIFEST_FILE
+from agent.update.store.truststore import load_root_file
 from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
 from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.table import table_from_bytes
 from agent.update.transfer.wire import FrameError, FrameKind, decode_frame, encode_frame
-from agent.update.trust import load_root_file
+from agent.update.trust.envelope import canonical_bytes, sign_envelope
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE
 from agent.uplink.commands import CommandDispatcher
 from tests.fault.conftest import figure
 from tests.support.update_fleet import Fleet, install_bundle, make_installer, snapshot

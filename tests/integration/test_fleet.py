@@ -10,8 +10,8 @@ import pytest
 
 from agent.fleet.cli import main as fleet_main
 from agent.fleet.keys import init_keys
-from agent.update.manifest import Manifest
-from agent.update.probe import OfflineProbe, TrialResult
+from agent.update.store.probe import OfflineProbe, TrialResult
+from agent.update.trust.manifest import Manifest
 from tests.integration.test_delivery import (
     FLEET,
     TOPICS,

@@ -18,12 +18,13 @@ from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
-from agent.update.installer import Installer
-from agent.update.policy import DeviceFacts
-from agent.update.probe import OfflineProbe
+from agent.update.store.installer import Installer
+from agent.update.store.probe import OfflineProbe
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
-from agent.update.transfer.service import ServiceSettings, UpdateService
+from agent.update.transfer.service import UpdateService
+from agent.update.transfer.settings import ServiceSettings
+from agent.update.trust.policy import DeviceFacts
 from agent.uplink.link import Link
 from agent.uplink.topics import Topics as LinkTopics
 from tests.integration.test_delivery import FLEET, ROOT, TOPICS, Operator, publish

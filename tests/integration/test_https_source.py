@@ -14,14 +14,14 @@ import pytest
 from agent.errors import DownloadError, Reason, SourceError
 from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.keys import init_keys
-from agent.update.bundle import CHUNK_INDEX_FILE, read_manifest
-from agent.update.envelope import parse_envelope
-from agent.update.manifest import Manifest, parse_manifest
+from agent.update.store.bundle import CHUNK_INDEX_FILE, read_manifest
 from agent.update.transfer.bitmap import load_bitmap
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
 from agent.update.transfer.session import Progress
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import Manifest, parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 from tests.support.https_server import HttpsFileServer, Pki, make_pki
 
 CHUNK = 16384

@@ -21,8 +21,8 @@ from agent.config.model import ModelConfig
 from agent.errors import AgentError
 from agent.inference.registry import BackendOptions
 from agent.pipeline.model import LoadedModel, load_model
-from agent.update.engines import ENGINE_PREFIX, default_engine_builder
-from agent.update.store import ModelStore
+from agent.update.engines.builder import ENGINE_PREFIX, default_engine_builder
+from agent.update.store.models import ModelStore
 from tests.support.fake_pycuda import FakeDriver, install_stack
 from tests.support.fake_tensorrt import make_fake_tensorrt
 from tests.support.fake_trt_builder import add_fake_builder

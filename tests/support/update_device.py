@@ -12,11 +12,12 @@ from pathlib import Path
 
 from agent.config.uplink import MqttConfig
 from agent.log import configure
-from agent.update.installer import Installer
-from agent.update.policy import DeviceFacts
-from agent.update.probe import OfflineProbe
-from agent.update.transfer.service import ServiceSettings, UpdateService
+from agent.update.store.installer import Installer
+from agent.update.store.probe import OfflineProbe
+from agent.update.transfer.service import UpdateService
+from agent.update.transfer.settings import ServiceSettings
 from agent.update.transfer.wire import Topics
+from agent.update.trust.policy import DeviceFacts
 from agent.uplink.link import Link
 from agent.uplink.topics import Topics as LinkTopics
 

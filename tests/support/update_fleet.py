@@ -11,13 +11,13 @@ from typing import Any
 
 from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.keys import init_keys, private_keys, signers_for
-from agent.update.bundle import MANIFEST_FILE
-from agent.update.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
-from agent.update.installer import Installer
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE
-from agent.update.policy import DeviceFacts
-from agent.update.probe import OfflineProbe
-from agent.update.trust import load_root_file
+from agent.update.store.bundle import MANIFEST_FILE
+from agent.update.store.installer import Installer
+from agent.update.store.probe import OfflineProbe
+from agent.update.store.truststore import load_root_file
+from agent.update.trust.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE
+from agent.update.trust.policy import DeviceFacts
 
 FACTS = DeviceFacts(
     device_id="cam-001",
@@ -119,7 +119,7 @@ def make_installer(state_dir: Path, fleet: Fleet, **kwargs: Any) -> Installer:
 
 def install_bundle(installer: Installer, bundle: Path) -> Any:
     """The ``update install`` sequence, in process."""
-    from agent.update.bundle import check_chunk_index, read_manifest, read_root_chain
+    from agent.update.store.bundle import check_chunk_index, read_manifest, read_root_chain
 
     installer.recover()
     installer.apply_roots(read_root_chain(bundle, installer.trust.load_root().version))

@@ -14,11 +14,11 @@ import pytest
 from agent.assets import find_asset
 from agent.config.model import ModelConfig
 from agent.events.filters import suppress_overlaps
+from agent.events.nms import nms
 from agent.inference.backends.tflite import TfliteBackend
 from agent.inference.base import InputSpec, TensorSpec
 from agent.inference.decoders import make_decoder
 from agent.inference.decoders.blazeface import BlazeFaceDecoder
-from agent.inference.decoders.nms import nms
 from agent.inference.decoders.ssd_postprocess import assign_outputs
 from agent.inference.preprocess import Preprocessor
 from agent.inference.registry import BackendOptions

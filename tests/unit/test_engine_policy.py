@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.inference.trt_build import BuildTarget
-from agent.update.engine_policy import (
+from agent.update.engines.policy import (
     CacheEntry,
     Choice,
     EngineCheck,

@@ -18,11 +18,11 @@ import pytest
 from agent.assets import find_asset
 from agent.config.root import AgentConfig
 from agent.diag.inference import check_model_local
-from agent.update.engine_cache import PruningInstaller, runtime_target
-from agent.update.engine_refresh import EngineRefresher, start_engine_refresh
-from agent.update.engines import ENGINE_PREFIX
-from agent.update.factory import build_installer
-from agent.update.probe import OfflineProbe
+from agent.update.engines.builder import ENGINE_PREFIX
+from agent.update.engines.cache import PruningInstaller, runtime_target
+from agent.update.engines.refresh import EngineRefresher, start_engine_refresh
+from agent.update.store.factory import build_installer
+from agent.update.store.probe import OfflineProbe
 from tests.support.trt_stacks import (
     BUILDER,
     JETPACK5,

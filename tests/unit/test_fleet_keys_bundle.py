@@ -5,10 +5,11 @@ from __future__ import annotations
 import stat
 
 from agent.fleet.cli import main
-from agent.update.bundle import check_chunk_index, read_root_chain
-from agent.update.envelope import parse_envelope
-from agent.update.manifest import parse_manifest
-from agent.update.trust import load_root_file, walk
+from agent.update.store.bundle import check_chunk_index, read_root_chain
+from agent.update.store.truststore import load_root_file
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import parse_manifest
+from agent.update.trust.root import walk
 
 
 def test_keys_rotate_and_bundle(tmp_path, short_range_model):

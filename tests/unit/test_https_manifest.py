@@ -13,12 +13,12 @@ from agent.config.update import UpdateConfig
 from agent.errors import Reason, SourceError, VerificationError
 from agent.fleet.bundle import BundleSpec, manifest_document
 from agent.fleet.cli import main
-from agent.update.bundle import read_manifest
-from agent.update.envelope import canonical_bytes, parse_envelope
-from agent.update.manifest import HttpsSource, parse_manifest
+from agent.update.store.bundle import read_manifest
 from agent.update.transfer.https_client import parse_reply
 from agent.update.transfer.wiring import https_settings
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.trust.envelope import canonical_bytes, parse_envelope
+from agent.update.trust.manifest import HttpsSource, parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 GOOD = "https://cdn.example.com:8443/models/det-7/"
 

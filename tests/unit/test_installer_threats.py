@@ -10,9 +10,9 @@ import pytest
 
 from agent.errors import Reason, UpdateError
 from agent.fleet.keys import rotate_root
-from agent.update import crypto
-from agent.update.bundle import MANIFEST_FILE
-from agent.update.envelope import Envelope, Signature, parse_envelope
+from agent.update.store.bundle import MANIFEST_FILE
+from agent.update.trust import crypto
+from agent.update.trust.envelope import Envelope, Signature, parse_envelope
 from tests.support.update_fleet import FixedClock, Fleet, install_bundle, make_installer, snapshot
 
 DAY = 86400.0

@@ -8,9 +8,9 @@ import pytest
 
 from agent.errors import Reason, VerificationError
 from agent.fleet.bundle import BundleSpec, manifest_document
-from agent.update.envelope import canonical_bytes
-from agent.update.manifest import parse_manifest
-from agent.update.policy import (
+from agent.update.trust.envelope import canonical_bytes
+from agent.update.trust.manifest import parse_manifest
+from agent.update.trust.policy import (
     DeviceFacts,
     Floor,
     Verdict,
@@ -19,7 +19,7 @@ from agent.update.policy import (
     check_release,
     check_version,
 )
-from agent.update.trust import format_time
+from agent.update.trust.root import format_time
 
 NOW = time.time()
 FACTS = DeviceFacts(

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from agent.update.journal import Journal, LoopBreakError, Phase, SlotJournal, read_status
-from agent.update.manifest import FileEntry
-from agent.update.store import ModelStore, is_readonly
+from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJournal, read_status
+from agent.update.store.models import ModelStore, is_readonly
+from agent.update.trust.manifest import FileEntry
 
 
 def stage(store, tmp_path, content, slot="detector"):

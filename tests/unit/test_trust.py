@@ -8,8 +8,9 @@ import pytest
 
 from agent.errors import Reason, VerificationError
 from agent.fleet.keys import root_document, sign_root
-from agent.update import crypto
-from agent.update.trust import load_root_bytes, load_root_file, rotate, walk
+from agent.update.store.truststore import load_root_file
+from agent.update.trust import crypto
+from agent.update.trust.root import load_root_bytes, rotate, walk
 
 YEAR = 365 * 86400.0
 

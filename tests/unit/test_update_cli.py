@@ -10,11 +10,11 @@ import textwrap
 
 import pytest
 
-from agent.update.envelope import parse_envelope
-from agent.update.faults import FAULT_ENV
-from agent.update.journal import Journal
-from agent.update.manifest import parse_manifest
-from agent.update.store import ModelStore
+from agent.update.store.faults import FAULT_ENV
+from agent.update.store.journal import Journal
+from agent.update.store.models import ModelStore
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import parse_manifest
 from tests.support.update_fleet import Fleet, install_bundle, make_installer
 
 KILLED = -9

@@ -20,9 +20,9 @@ from agent.assets import find_asset
 from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
 from agent.errors import Reason, UpdateError
-from agent.update.engines import ENGINE_PREFIX, default_engine_builder
-from agent.update.factory import engine_builders
-from agent.update.installer import Installer
+from agent.update.engines.builder import ENGINE_PREFIX, default_engine_builder
+from agent.update.store.factory import engine_builders
+from agent.update.store.installer import Installer
 from tests.support.fake_pycuda import FakeDriver, install_stack
 from tests.support.fake_tensorrt import make_fake_tensorrt
 from tests.support.fake_trt_builder import add_fake_builder

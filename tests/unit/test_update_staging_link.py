@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from agent.errors import Reason, UpdateError
-from agent.update.bundle import check_chunk_index, read_manifest
-from agent.update.manifest import FileEntry
-from agent.update.store import TRANSFER_DIR, ModelStore
+from agent.update.store.bundle import check_chunk_index, read_manifest
+from agent.update.store.models import TRANSFER_DIR, ModelStore
 from agent.update.transfer.parts import PartFiles
 from agent.update.transfer.table import table_from_bytes
+from agent.update.trust.manifest import FileEntry
 from tests.support.update_fleet import Fleet, make_installer, snapshot
 
 INFO = {"model_file": "m.tflite", "manifest_version": 1, "release": 1}

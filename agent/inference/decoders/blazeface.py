@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import DecoderError
+from agent.events.nms import nms
 from agent.events.types import Detection
 from agent.inference.decoders.common import FloatArray, sigmoid, to_detections
-from agent.inference.decoders.nms import nms
 from agent.inference.preprocess import Transform
 
 # (stride, anchors per cell) for each distinct feature map, in output order.

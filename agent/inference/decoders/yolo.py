@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import DecoderError
+from agent.events.nms import nms
 from agent.events.types import Detection
 from agent.inference.decoders.common import FloatArray, to_detections
-from agent.inference.decoders.nms import nms
 from agent.inference.preprocess import Transform
 
 NORMALISED_MAX = 2.0  # coordinates all below this are taken as normalised

@@ -17,11 +17,11 @@ from agent.clock import Clock
 from agent.errors import AgentError, UpdateError
 from agent.fsutil import atomic_write_bytes
 from agent.log import get_logger
-from agent.update.installer import Installer
-from agent.update.policy import channel
+from agent.update.store.installer import Installer
 from agent.update.transfer.heartbeat import Heartbeat, verify_heartbeat
 from agent.update.transfer.wire import Topics
-from agent.update.trust import format_time
+from agent.update.trust.policy import channel
+from agent.update.trust.root import format_time
 
 log = get_logger(__name__)
 ALARM = "freeze_suspected"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import Reason, VerificationError
-from agent.update.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
-from agent.update.trust import Root, format_time, parse_time, positive_int
+from agent.update.trust.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
+from agent.update.trust.root import Root, format_time, parse_time, positive_int
 
 HEARTBEAT_PAYLOAD_TYPE = "application/vnd.edgeagent.heartbeat+json"
 MAX_HEARTBEAT_BYTES = 16 * 1024

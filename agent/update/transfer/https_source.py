@@ -30,13 +30,13 @@ from agent.clock import Clock, SystemClock
 from agent.errors import DownloadError, Reason, SourceError
 from agent.log import get_logger
 from agent.retry import Backoff
-from agent.update.manifest import HttpsSource, Manifest
 from agent.update.transfer.https_client import HttpsClient, HttpsSettings, Reply, check_host
 from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
 from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.source import KeepGoing, OnProgress, chunk_table
 from agent.update.transfer.wire import Frame, FrameKind
+from agent.update.trust.manifest import HttpsSource, Manifest
 
 log = get_logger(__name__)
 

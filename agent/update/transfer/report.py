@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from agent.errors import AgentError, Reason
 from agent.fsutil import atomic_write_json
 from agent.log import get_logger
-from agent.update.envelope import parse_envelope
-from agent.update.manifest import parse_manifest
 from agent.update.transfer.wire import Topics
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
 

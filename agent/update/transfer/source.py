@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from agent.update.bundle import parse_chunk_index
-from agent.update.manifest import Manifest
+from agent.update.store.bundle import parse_chunk_index
 from agent.update.transfer.session import Progress
 from agent.update.transfer.table import ChunkTable, build_table
+from agent.update.trust.manifest import Manifest
 
 # Called between steps: False to stop (the bitmap resumes it), or raises to abandon.
 KeepGoing = Callable[[], bool]

@@ -13,11 +13,12 @@ from typing import Any, Protocol
 
 from agent.config.root import AgentConfig
 from agent.config.update import UpdateConfig
-from agent.update.factory import build_installer
-from agent.update.probe import LiveProbe
+from agent.update.store.factory import build_installer
+from agent.update.store.probe import LiveProbe
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
-from agent.update.transfer.service import Bus, ServiceSettings, UpdateService
+from agent.update.transfer.service import UpdateService
+from agent.update.transfer.settings import Bus, ServiceSettings
 from agent.update.transfer.wire import Topics
 
 

@@ -27,9 +27,9 @@ from typing import Any
 from agent.errors import ActivationError, DownloadError, Reason, StorageError
 from agent.fsutil import fsync_dir
 from agent.log import get_logger
-from agent.update import faults
-from agent.update.manifest import FileEntry
-from agent.update.stagefiles import check_file, copy_verified, link_verified_part
+from agent.update.store import faults
+from agent.update.store.stagefiles import check_file, copy_verified, link_verified_part
+from agent.update.trust.manifest import FileEntry
 
 log = get_logger(__name__)
 

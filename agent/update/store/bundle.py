@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import DownloadError, Reason, VerificationError
-from agent.update.envelope import canonical_bytes, strict_loads
-from agent.update.manifest import Manifest
-from agent.update.stagefiles import check_file
-from agent.update.trust import MAX_ROOT_BYTES
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.store.stagefiles import check_file
+from agent.update.trust.envelope import canonical_bytes, strict_loads
+from agent.update.trust.manifest import Manifest
+from agent.update.trust.root import MAX_ROOT_BYTES
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 MANIFEST_FILE = "manifest.json"
 CHUNK_INDEX_FILE = "chunk_index.json"

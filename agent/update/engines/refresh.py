@@ -19,12 +19,12 @@ from agent.config.root import AgentConfig
 from agent.errors import AgentError, EngineRebuildError
 from agent.inference.trt_build import BuildTarget
 from agent.log import get_logger
-from agent.update.engine_cache import prune_quietly, runtime_target
-from agent.update.engine_policy import Choice, describe, target_facts
-from agent.update.engine_rebuild import installed_engine, plan_engine, rebuild_engine
-from agent.update.engines import EngineBuilder
-from agent.update.factory import engine_builders
-from agent.update.store import ModelStore
+from agent.update.engines.builder import EngineBuilder
+from agent.update.engines.cache import prune_quietly, runtime_target
+from agent.update.engines.policy import Choice, describe, target_facts
+from agent.update.engines.rebuild import installed_engine, plan_engine, rebuild_engine
+from agent.update.store.factory import engine_builders
+from agent.update.store.models import ModelStore
 
 log = get_logger(__name__)
 

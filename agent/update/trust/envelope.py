@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import Reason, VerificationError
-from agent.update import crypto
+from agent.update.trust import crypto
 
 MAX_SIGNATURES = 32
 

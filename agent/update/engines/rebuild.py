@@ -7,7 +7,7 @@ dir, once that file is re-checked against the signed manifest recorded beside it
 rebuild goes into the engine cache, never into the read-only version dir: the signed
 files and the pointers are not touched. Loads then take the cached rebuild
 (``resolve_installed_engine``, called by ``agent.pipeline.model.load_model``); the
-daemon runs the builds in the background (``agent.update.engine_refresh``).
+daemon runs the builds in the background (``agent.update.engines.refresh``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 from agent.errors import AgentError, DownloadError, EngineRebuildError, ModelLoadError, Reason
 from agent.inference.trt_build import BuildTarget, engine_cache_name
 from agent.log import get_logger
-from agent.update.engine_policy import (
+from agent.update.engines.builder import ENGINE_PREFIX, ENGINES_DIR, EngineBuilder, read_sidecar
+from agent.update.engines.policy import (
     Choice,
     EngineCheck,
     check_engine,
@@ -32,12 +33,11 @@ from agent.update.engine_policy import (
     describe,
     target_facts,
 )
-from agent.update.engines import ENGINE_PREFIX, ENGINES_DIR, EngineBuilder, read_sidecar
-from agent.update.envelope import parse_envelope
-from agent.update.manifest import FileEntry, parse_manifest
-from agent.update.stagefiles import check_file
-from agent.update.store import MANIFEST_NAME, META_NAME, VERSION_RE
-from agent.update.verify import MAX_ENVELOPE_BYTES
+from agent.update.store.models import MANIFEST_NAME, META_NAME, VERSION_RE
+from agent.update.store.stagefiles import check_file
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import FileEntry, parse_manifest
+from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
 

@@ -10,11 +10,11 @@ import hashlib
 from dataclasses import dataclass
 
 from agent.errors import Reason, VerificationError
-from agent.update.envelope import parse_envelope, valid_keyids
-from agent.update.manifest import MANIFEST_PAYLOAD_TYPE, Manifest, parse_manifest
-from agent.update.policy import DeviceFacts, Verdict, channel, check_clock, evaluate
-from agent.update.trust import Root
-from agent.update.truststore import TrustState
+from agent.update.trust.envelope import parse_envelope, valid_keyids
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, Manifest, parse_manifest
+from agent.update.trust.policy import DeviceFacts, Verdict, channel, check_clock, evaluate
+from agent.update.trust.root import Root
+from agent.update.trust.state import TrustState
 
 MAX_ENVELOPE_BYTES = 96 * 1024
 

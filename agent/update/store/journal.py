@@ -15,8 +15,8 @@ from typing import Any
 
 from agent.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_temps
 from agent.log import get_logger
-from agent.update.store import ModelStore
-from agent.update.truststore import TrustStore
+from agent.update.store.models import ModelStore
+from agent.update.store.truststore import TrustStore
 
 log = get_logger(__name__)
 DEFAULT_MAX_TRANSITIONS = 28

@@ -8,11 +8,11 @@ from pathlib import Path
 from agent import __version__
 from agent.config.root import AgentConfig
 from agent.inference.devicefacts import collect
-from agent.update.engine_cache import PruningInstaller
-from agent.update.engines import EngineBuilder, default_engine_builder
-from agent.update.installer import Installer
-from agent.update.policy import DeviceFacts
-from agent.update.probe import HealthProbe
+from agent.update.engines.builder import EngineBuilder, default_engine_builder
+from agent.update.engines.cache import PruningInstaller
+from agent.update.store.installer import Installer
+from agent.update.store.probe import HealthProbe
+from agent.update.trust.policy import DeviceFacts
 
 
 def device_facts(cfg: AgentConfig) -> DeviceFacts:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from agent.errors import AgentError
 from agent.inference.registry import BackendOptions, create_backend
 from agent.log import get_logger
-from agent.update.manifest import Manifest
+from agent.update.trust.manifest import Manifest
 
 log = get_logger(__name__)
 

@@ -23,12 +23,12 @@ from agent.errors import AgentError
 from agent.fsutil import fsync_dir
 from agent.inference.trt_build import BuildTarget, current_target
 from agent.log import get_logger
-from agent.update.engine_policy import CacheEntry, engines_to_prune
-from agent.update.engines import ENGINE_PREFIX, ENGINES_DIR, read_sidecar
-from agent.update.installer import Installer
-from agent.update.outcome import InstallResult
-from agent.update.store import META_NAME, VERSION_RE
-from agent.update.verify import Verified
+from agent.update.engines.builder import ENGINE_PREFIX, ENGINES_DIR, read_sidecar
+from agent.update.engines.policy import CacheEntry, engines_to_prune
+from agent.update.store.installer import Installer
+from agent.update.store.models import META_NAME, VERSION_RE
+from agent.update.store.outcome import InstallResult
+from agent.update.trust.verify import Verified
 
 log = get_logger(__name__)
 

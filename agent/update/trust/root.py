@@ -9,12 +9,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from agent.errors import Reason, VerificationError
-from agent.update import crypto
-from agent.update.envelope import Envelope, parse_envelope, require_threshold, strict_loads
+from agent.update.trust import crypto
+from agent.update.trust.envelope import Envelope, parse_envelope, require_threshold, strict_loads
 
 ROOT_PAYLOAD_TYPE = "application/vnd.edgeagent.root+json"
 SPEC_MAJOR = "1"
@@ -135,16 +134,6 @@ def load_root_bytes(data: bytes) -> Root:
     root = parse_root(envelope.payload, data)
     root.require(envelope, "root")
     return root
-
-
-def load_root_file(path: Path) -> Root:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise VerificationError(
-            Reason.TRUST_STATE_CORRUPT, f"cannot read root {path}: {exc}", path=str(path)
-        ) from exc
-    return load_root_bytes(data)
 
 
 def rotate(trusted: Root, data: bytes) -> Root:

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.errors import Reason, VerificationError
-from agent.update.manifest import Manifest
-from agent.update.trust import format_time
+from agent.update.trust.manifest import Manifest
+from agent.update.trust.root import format_time
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,17 @@
 """Ed25519 signing and verification over DSSE pre-authentication encoding.
 
-The only module of the agent that imports ``cryptography`` for signatures, so
+The only module of the agent that signs or verifies with ``cryptography`` (key files are
+``agent/fleet/keyfiles.py``), so
 the algorithm choice and the exact signed bytes are decided in one place.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from agent.errors import Reason, VerificationError
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -64,30 +61,3 @@ def verify(public_hex: str, signature_hex: str, payload_type: str, payload: byte
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def save_private_key(path: Path, private: Ed25519PrivateKey) -> None:
-    """PKCS#8 PEM, created 0600 so the key is never world-readable, even for a moment."""
-    data = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise VerificationError(
-            Reason.UNSIGNED, f"cannot read private key {path}: {exc}", path=str(path)
-        ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise VerificationError(Reason.UNSIGNED, f"{path} is not an Ed25519 key", path=str(path))
-    return key

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from agent.errors import DownloadError, Reason
-from agent.update.manifest import FileEntry
+from agent.update.trust.manifest import FileEntry
 
 READ_BLOCK = 1 << 20
 

@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.errors import Reason, VerificationError
-from agent.update.envelope import strict_loads
-from agent.update.trust import SPEC_MAJOR, parse_time, positive_int
+from agent.update.trust.envelope import strict_loads
+from agent.update.trust.root import SPEC_MAJOR, parse_time, positive_int
 
 MANIFEST_PAYLOAD_TYPE = "application/vnd.edgeagent.deployment+json"
 MAX_MANIFEST_BYTES = 64 * 1024

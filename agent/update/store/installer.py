@@ -16,17 +16,18 @@ from agent.clock import Clock, SystemClock
 from agent.errors import Reason, UpdateError, VerificationError
 from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
-from agent.update import faults
-from agent.update.engines import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
-from agent.update.journal import Journal, LoopBreakError, Phase, SlotJournal
-from agent.update.manifest import Manifest
-from agent.update.outcome import InstallResult, space_guard
-from agent.update.policy import DeviceFacts, Floor, Verdict, channel
-from agent.update.probe import HealthProbe
-from agent.update.store import FreeBytes, ModelStore, disk_free_bytes
-from agent.update.trust import Root, release_keys_changed, walk
-from agent.update.truststore import TrustState, TrustStore
-from agent.update.verify import Verified, verify_manifest
+from agent.update.engines.builder import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
+from agent.update.store import faults
+from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJournal
+from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
+from agent.update.store.outcome import InstallResult, space_guard
+from agent.update.store.probe import HealthProbe
+from agent.update.store.truststore import TrustStore
+from agent.update.trust.manifest import Manifest
+from agent.update.trust.policy import DeviceFacts, Floor, Verdict, channel
+from agent.update.trust.root import Root, release_keys_changed, walk
+from agent.update.trust.state import TrustState
+from agent.update.trust.verify import Verified, verify_manifest
 
 log = get_logger(__name__)
 
@@ -299,8 +300,8 @@ class Installer:
     # --- recovery and operator rollback -----------------------------------------------
 
     def _pending_manifest(self, slot: str) -> Manifest | None:
-        from agent.update.envelope import parse_envelope  # noqa: PLC0415 - only on recovery
-        from agent.update.manifest import parse_manifest  # noqa: PLC0415 - only on recovery
+        from agent.update.trust.envelope import parse_envelope  # noqa: PLC0415 - only on recovery
+        from agent.update.trust.manifest import parse_manifest  # noqa: PLC0415 - only on recovery
 
         data = self.journal.pending(slot)
         if data is None:

@@ -1,0 +1,185 @@
+"""The MQTT chunk pull of one bundle: subscribe to its stream, ask for chunks, check each.
+
+Runs on the update service's thread (``pull``); ``on_stream`` runs on the network
+thread and only hands frames to the active session and wakes the puller. The
+subscribed stream is remembered on disk so a restart after a kill can drop it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.clock import Clock
+from agent.errors import AgentError
+from agent.log import get_logger
+from agent.update.transfer.parts import WriteResult
+from agent.update.transfer.planner import PlannerLimits
+from agent.update.transfer.report import OpReporter
+from agent.update.transfer.session import IndexRef, TransferSession
+from agent.update.transfer.settings import Bus, ServiceSettings, Superseded
+from agent.update.transfer.source import chunk_table
+from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_frame
+from agent.update.trust.verify import Verified
+
+log = get_logger(__name__)
+
+
+class StreamPull:
+    def __init__(
+        self,
+        bus: Bus,
+        topics: Topics,
+        settings: ServiceSettings,
+        *,
+        transfer_root: Path,
+        reporter: OpReporter,
+        stop: threading.Event,
+        clock: Clock,
+    ) -> None:
+        self._bus = bus
+        self._topics = topics
+        self.settings = settings
+        self._transfer_root = transfer_root
+        self._reporter = reporter
+        self._stop = stop
+        self._clock = clock
+        self._frames = threading.Event()
+        self._active: tuple[str, TransferSession] | None = None
+        self.corrupt_frames = 0
+
+    def wake(self) -> None:
+        self._frames.set()
+
+    # --- the stream subscription ---------------------------------------------------------
+
+    @property
+    def _stream_marker(self) -> Path:
+        return self._transfer_root / "stream"
+
+    def drop_stale_streams(self) -> None:
+        """Unsubscribe what an earlier process may have left in the broker's session."""
+        fleet = self.settings.fleet
+        # Streams are subscribed per transfer; drop the fleet-wide wildcard that older
+        # versions left in the persistent session, and the stream of a transfer this
+        # process was killed in (a resumed transfer subscribes again).
+        self._bus.unsubscribe(f"{self._topics.root}/f/{fleet}/xfer/+/s")
+        try:
+            stale = self._stream_marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            stale = ""
+        if stale.startswith(f"{self._topics.root}/f/{fleet}/xfer/"):
+            self._bus.unsubscribe(stale)
+
+    def _mark_stream(self, topic: str | None) -> None:
+        """Remember the subscribed stream, so a restart after a kill can unsubscribe it."""
+        try:
+            if topic is None:
+                self._stream_marker.unlink(missing_ok=True)
+            else:
+                self._transfer_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._stream_marker.write_text(topic, encoding="utf-8")
+        except OSError as exc:  # a full disk costs at most a stale subscription
+            log.warning("stream_marker_failed", error=str(exc))
+
+    def on_stream(self, topic: str, payload: bytes) -> None:
+        active = self._active
+        # <root>/f/<fleet>/xfer/<deployment_id>/s; frames of other transfers are stale: dropped.
+        if active is None or topic.rsplit("/", 2)[-2] != active[0]:
+            return
+        try:
+            frame = decode_frame(payload)
+        except FrameError:
+            self.corrupt_frames += 1
+            return
+        # Chunks are checked against the signed chunk table (one hash); index pieces have
+        # no per-piece entry, so their header hash catches damage before the index join.
+        if frame.kind is FrameKind.INDEX and not frame.header_ok:
+            self.corrupt_frames += 1
+            return
+        result = active[1].on_frame(frame, self._clock.monotonic_s())
+        # Wake the driver only when the window may have moved: duplicates and chunks that
+        # failed their check change nothing (on a busy shared stream most frames are that).
+        if result is WriteResult.REJECTED:
+            self.corrupt_frames += 1  # damaged in transit or not of this bundle: dropped
+        elif (result is None or result is WriteResult.WRITTEN) and active[1].wants_tick:
+            # Waking the driver per chunk costs a thread switch each; a request needs
+            # ``min_batch`` free slots anyway (stalls are found by its own 50 ms wait).
+            self._frames.set()
+
+    # --- the pull ----------------------------------------------------------------------------
+
+    def pull(
+        self,
+        verified: Verified,
+        common: dict[str, Any],
+        started_s: float,
+        superseded: Callable[[], bool],
+    ) -> Path | None:
+        """The bundle's files directory; None when stopping (the bitmap resumes it later)."""
+        manifest = verified.manifest
+        dep = manifest.deployment_id
+        elapsed = self._clock.monotonic_s() - started_s
+        limits = PlannerLimits(
+            window=self.settings.window,
+            stall_s=self.settings.stall_s,
+            deadline_s=max(0.001, self.settings.deadline_s - elapsed),
+            # "Busy" must be well inside a stall period, or a lost chunk waits for ever longer.
+            busy_s=min(1.0, self.settings.stall_s / 2),
+            # Fewer, larger requests: ask once a quarter of the window is free.
+            min_batch=max(1, self.settings.window // 4),
+        )
+        session = TransferSession(
+            directory=self._transfer_root / manifest.chunk_index.sha256,
+            index_ref=IndexRef(
+                manifest.chunk_index.length, manifest.chunk_index.sha256, manifest.chunk_size
+            ),
+            parse_index=functools.partial(chunk_table, manifest),
+            limits=limits,
+            now_s=self._clock.monotonic_s(),
+            listener=secrets.randbelow(1 << 31),
+        )
+        request_topic = self._topics.request(self.settings.device_id, dep)
+        stream_topic = self._topics.stream(manifest.fleet, dep)
+        self._active = (dep, session)
+        # Subscribed only while transferring. SUBSCRIBE goes out before our first request on
+        # the same connection, so the broker routes the answer to us.
+        self._mark_stream(stream_topic)
+        self._bus.subscribe(stream_topic, self.on_stream)
+        last_progress = 0.0
+        try:
+            while not self._stop.is_set():
+                if superseded():
+                    raise Superseded
+                now = self._clock.monotonic_s()
+                tick = session.tick(now)
+                if tick.done:
+                    session.finish()
+                    return session.files_dir
+                if tick.request is not None:
+                    try:
+                        self._bus.publish(request_topic, tick.request.encode(), qos=1)
+                    except AgentError as exc:  # link down: the stall timer asks again
+                        log.debug("chunk_request_unsent", error=str(exc))
+                if now - last_progress >= self.settings.progress_interval_s:
+                    last_progress = now
+                    progress = session.progress()
+                    self._reporter.report(
+                        dep, "downloading", progress=dataclasses.asdict(progress), **common
+                    )
+                self._frames.wait(0.05)
+                self._frames.clear()
+            return None
+        finally:
+            self._active = None
+            try:
+                self._bus.unsubscribe(stream_topic)
+            except AgentError as exc:  # link down: the broker session is told on reconnect
+                log.debug("stream_unsubscribe_unsent", error=str(exc))
+            self._mark_stream(None)
+            session.close()
