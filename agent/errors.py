@@ -36,6 +36,8 @@ class Reason(str, enum.Enum):
     INCONSISTENT = "inconsistent"
     # The manifest's HTTPS source refused for good (TLS, HTTP error, host not allowed).
     DOWNLOAD_FAILED = "download_failed"
+    # The model's outputs do not fit the slot's decoder (found at load or on live frames).
+    DECODER_MISMATCH = "decoder_mismatch"
     # Not update reasons, but rejections of operator input on the command channel.
     MALFORMED = "malformed"
     UNKNOWN_OPERATION = "unknown_operation"
@@ -155,6 +157,32 @@ class EngineRebuildError(ModelLoadError):
 
 class DecoderError(InferenceError):
     """Model outputs do not have the shape the configured decoder expects."""
+
+
+class DecoderMismatchError(ModelLoadError):
+    """The model does not fit the configured decoder; found at load, before any frame.
+
+    ``outputs`` lists the tensors seen (``name dtype[shape]``); ``fits`` the decoder
+    families that would take them (empty when none does). ``reason`` is always
+    ``decoder_mismatch``, so an update trial can report it as is.
+    """
+
+    reason = Reason.DECODER_MISMATCH
+
+    def __init__(
+        self, message: str, *, decoder: str, outputs: list[str], fits: list[str], model: str = ""
+    ) -> None:
+        super().__init__(
+            message,
+            model=model,
+            reason=Reason.DECODER_MISMATCH.value,
+            decoder=decoder,
+            outputs=outputs,
+            fits=fits,
+        )
+        self.decoder = decoder
+        self.outputs = outputs
+        self.fits = fits
 
 
 class InferenceStuckError(InferenceError):

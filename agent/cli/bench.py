@@ -10,6 +10,9 @@ from typing import Any
 from agent import log
 from agent.cli.common import print_json
 from agent.cli.demo import SAMPLE_CLIP, SAMPLE_MODEL, find_sample
+from agent.cli.slot import add_config_options, configured_model, model_entry
+from agent.config.model import ModelConfig
+from agent.inference.metadata import backend_of
 
 # Bundled models whose file leaves the input size dynamic: the size they were trained at
 # (width, height). PaddleOCR's text-direction classifier takes 3x48x192 text lines.
@@ -23,20 +26,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Measure the raw invoke loop and the full pipeline (file source flat-out).",
     )
     parser.add_argument("--model", type=Path, default=None, help="model file (default: sample)")
+    add_config_options(parser)
     parser.add_argument("--clip", type=Path, default=None, help="video file (default: sample)")
     parser.add_argument("--seconds", type=float, default=10.0, help="total run time, split in two")
     parser.add_argument(
         "--threads",
         type=int,
-        default=default_threads(),
-        help="interpreter threads (default: cores - 1, leaving one for capture and the rest)",
+        default=None,
+        help="interpreter threads (default: the config's, else cores - 1, leaving one for "
+        "capture and the rest)",
     )
-    parser.add_argument("--backend", default="tflite", help="tflite, onnx or tensorrt")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="tflite, onnx or tensorrt (default: the config's, else the file's magic bytes)",
+    )
     parser.add_argument(
         "--decoder",
-        default="blazeface",
+        default=None,
         choices=["blazeface", "ssd_postprocess", "yolo", "classify"],
-        help="decoder for the model's outputs",
+        help="decoder for the model's outputs (default: the config's, else blazeface)",
     )
     parser.add_argument(
         "--source",
@@ -103,18 +112,27 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: registering the command must not load OpenCV and the pipeline.
     from agent.pipeline.bench import BenchSettings, run_bench  # noqa: PLC0415 - heavy, bench only
 
-    model = find_sample(args.model, SAMPLE_MODEL)
+    configured = configured_model(args.config, args.slot) if args.config else None
+    if configured is not None:
+        model = find_sample(Path(configured.path), SAMPLE_MODEL)
+    else:
+        model = find_sample(args.model, SAMPLE_MODEL)
+    given = ModelConfig() if configured is None else configured
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    config_size = (given.input_size[0], given.input_size[1]) if given.input_size else None
     settings = BenchSettings(
         model=model,
         clip=find_sample(args.clip, SAMPLE_CLIP),
         seconds=args.seconds,
-        threads=args.threads,
-        backend=args.backend,
-        decoder=args.decoder,
+        threads=args.threads or given.threads or default_threads(),
+        # An .onnx file must not reach the TFLite runtime: the file says what it is.
+        backend=args.backend or given.backend or backend_of(model) or "tflite",
+        decoder=args.decoder or given.decoder,
         source=args.source,
-        input_size=args.input_size or SAMPLE_INPUT_SIZES.get(model.name),
-        providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
-        overlap_stages=not args.no_overlap,
+        input_size=args.input_size or config_size or SAMPLE_INPUT_SIZES.get(model.name),
+        providers=providers or tuple(given.onnx_providers),
+        overlap_stages=not args.no_overlap and given.overlap_stages,
+        model_settings={} if configured is None else model_entry(configured),
     )
     result = run_bench(settings)
     if args.json:

@@ -12,12 +12,15 @@ from typing import Any
 
 from agent import log
 from agent.assets import REASON_SAMPLE_MISSING, sample_asset
+from agent.cli.slot import add_config_options, configured_model, model_entry
 from agent.config.root import AgentConfig
 from agent.errors import ModelLoadError, SourceOpenError
 from agent.events.types import DetectionEvent
 
 SAMPLE_CLIP = "clips/sample.mp4"
 SAMPLE_MODEL = "models/face_detection_short_range.tflite"
+DEMO_SLOT = "detector"
+DEFAULT_THRESHOLD = 0.6
 EVENT_QUEUE_MAX = 1000
 
 
@@ -30,11 +33,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--seconds", type=float, default=0.0, help="stop after N seconds (default: end of clip)"
     )
-    parser.add_argument("--model", type=Path, default=None, help="a BlazeFace .tflite model")
+    parser.add_argument("--model", type=Path, default=None, help="a BlazeFace model file")
+    add_config_options(parser)
     parser.add_argument(
         "--clip", type=Path, default=None, help="a video file instead of the sample"
     )
-    parser.add_argument("--threshold", type=float, default=0.6, help="minimum face score")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"minimum score (default: the config's, else {DEFAULT_THRESHOLD})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,19 +61,23 @@ def find_sample(given: Path | None, relative: str) -> Path:
     return given
 
 
-def demo_config(clip: Path, model: Path, state_dir: Path, threshold: float) -> AgentConfig:
+def demo_config(
+    clip: Path,
+    model: Path,
+    state_dir: Path,
+    threshold: float | None,
+    entry: dict[str, Any] | None = None,
+) -> AgentConfig:
+    """The sample camera and one model: ``entry`` (a configured slot) or BlazeFace at ``model``."""
+    slot: dict[str, Any] = dict(entry) if entry else {"slot": DEMO_SLOT, "decoder": "blazeface"}
+    slot["path"] = str(model)
+    if threshold is not None or not entry:
+        slot["threshold"] = DEFAULT_THRESHOLD if threshold is None else threshold
     return AgentConfig.model_validate(
         {
             "storage": {"state_dir": str(state_dir)},
             "cameras": [{"name": "sample", "source": f"file:{clip}", "fps": 15}],
-            "models": [
-                {
-                    "slot": "detector",
-                    "path": str(model),
-                    "decoder": "blazeface",
-                    "threshold": threshold,
-                }
-            ],
+            "models": [slot],
         }
     )
 
@@ -77,9 +90,11 @@ def _print_event(event: DetectionEvent) -> None:
     print(f"seq {event.seq:>4}  frame {event.frame_seq:>4}  {event.latency_ms:6.2f} ms  {faces}")
 
 
-def _summary(stats: dict[str, Any], events: int, dropped_events: int, elapsed_s: float) -> None:
+def _summary(
+    stats: dict[str, Any], slot: str, events: int, dropped_events: int, elapsed_s: float
+) -> None:
     cam = stats["cameras"]["sample"]
-    model = stats["models"]["detector"]
+    model = stats["models"][slot]
     runtime = model["runtime"] or {}
     print()
     print(
@@ -102,7 +117,13 @@ def run(args: argparse.Namespace) -> int:
     # A short command: no logger caching, so in-process callers (tests) keep their log capture.
     log.configure(level=getattr(args, "log_level", None) or "warning", cache_loggers=False)
     clip = find_sample(args.clip, SAMPLE_CLIP)
-    model = find_sample(args.model, SAMPLE_MODEL)
+    entry = None
+    if args.config is not None:
+        configured = configured_model(args.config, args.slot)
+        entry = model_entry(configured)
+        model = find_sample(Path(configured.path), SAMPLE_MODEL)
+    else:
+        model = find_sample(args.model, SAMPLE_MODEL)
     events: queue.Queue[DetectionEvent] = queue.Queue(maxsize=EVENT_QUEUE_MAX)
     dropped = 0
 
@@ -119,13 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
     shown = 0
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
-        pipeline = Pipeline(
-            demo_config(clip, model, Path(state), args.threshold), sink, Path(state)
-        )
+        config = demo_config(clip, model, Path(state), args.threshold, entry)
+        slot = config.models[0].slot
+        pipeline = Pipeline(config, sink, Path(state))
         pipeline.start()
         start = time.monotonic()
         try:
-            health = pipeline.health_snapshot()["model:detector"]
+            health = pipeline.health_snapshot()[f"model:{slot}"]
             if health["status"] == "down":
                 raise ModelLoadError(health["detail"], model=str(model))
             while not pipeline.sources_ended():
@@ -141,6 +162,6 @@ def run(args: argparse.Namespace) -> int:
         while not events.empty():
             _print_event(events.get_nowait())
             shown += 1
-        _summary(pipeline.stats_snapshot(), shown, dropped, time.monotonic() - start)
+        _summary(pipeline.stats_snapshot(), slot, shown, dropped, time.monotonic() - start)
     sys.stdout.flush()
     return 0

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "update": "agent.cli.update",
     "demo": "agent.cli.demo",
     "bench": "agent.cli.bench",
+    "model": "agent.cli.model",
     "setup-service": "agent.cli.setup_service",
 }
 

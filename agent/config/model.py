@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import StrictModel
 from agent.config.board import BackendName
@@ -37,15 +37,41 @@ class ModelConfig(StrictModel):
     threads: int | None = Field(
         default=None, ge=1, le=64, description="Interpreter threads; empty takes the board default."
     )
-    resize_mode: Literal["squash", "letterbox", "crop"] = Field(
-        default="squash", description="How frames are fitted to the model input."
+    resize_mode: Literal["squash", "letterbox", "crop"] | None = Field(
+        default=None,
+        description=(
+            "How frames are fitted to the model input; empty: letterbox (aspect kept, "
+            "padded) for detection decoders, squash for classify."
+        ),
     )
     color_order: Literal["rgb", "bgr"] = Field(
         default="rgb", description="Channel order the model expects."
     )
-    input_range: Literal["auto", "0_255", "0_1", "-1_1"] = Field(
+    input_range: Literal["auto", "0_255", "0_1", "-1_1", "imagenet"] = Field(
         default="auto",
-        description="Float input normalisation; auto uses -1..1 for float models, raw for uint8.",
+        description=(
+            "Float input normalisation; imagenet is 0..1 then ImageNet mean/std per channel; "
+            "auto takes the model file's normalisation, else -1..1 for float models, raw "
+            "for integer ones."
+        ),
+    )
+    mean: list[float] = Field(
+        default_factory=list,
+        description=(
+            "Per-channel mean in 0..1 pixel units, in the model's colour order "
+            "(value = (pixel/255 - mean) / std); overrides input_range."
+        ),
+    )
+    std: list[float] = Field(
+        default_factory=list,
+        description="Per-channel standard deviation in 0..1 pixel units; goes with mean.",
+    )
+    output: Literal["auto", "probabilities", "logits"] = Field(
+        default="auto",
+        description=(
+            "classify: whether the output is probabilities or logits (softmax applied); "
+            "auto: a uint8 output with scale 1/256 is probabilities, else judged per frame."
+        ),
     )
     nms_iou: float = Field(default=0.3, gt=0, le=1, description="IoU above which boxes merge.")
     max_detections: int = Field(default=50, ge=1, le=1000, description="Detections kept per frame.")
@@ -94,6 +120,26 @@ class ModelConfig(StrictModel):
         if value and (len(value) != 2 or min(value) < 1):
             raise ValueError("must be empty or [width, height] in pixels, both >= 1")
         return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _per_channel(cls, value: list[float]) -> list[float]:
+        if value and len(value) not in (1, 3):
+            raise ValueError("must be empty, one value or three (one per channel)")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every std value must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _mean_with_std(self) -> ModelConfig:
+        if bool(self.mean) != bool(self.std):
+            raise ValueError("mean and std go together: set both or neither")
+        return self
 
     @field_validator("slot")
     @classmethod

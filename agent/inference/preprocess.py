@@ -8,6 +8,7 @@ model-input coordinates back to frame pixels, so decoders never see the resize m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,6 +95,13 @@ def normalisation(dtype: np.dtype[np.generic], input_range: InputRange) -> tuple
     return _FLOAT_RANGES["-1_1" if input_range == "auto" else input_range]
 
 
+def requantise(
+    scale: npt.NDArray[np.float32], offset: npt.NDArray[np.float32], q_scale: float, zero_point: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-channel pixel → real affine folded into pixel → quantised (q = real / s + zp)."""
+    return scale / q_scale, offset / q_scale + zero_point
+
+
 class Preprocessor:
     def __init__(
         self,
@@ -101,11 +109,26 @@ class Preprocessor:
         resize_mode: ResizeMode = "squash",
         color_order: ColorOrder = "rgb",
         input_range: InputRange = "auto",
+        *,
+        channel_affine: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
+        """``channel_affine`` (per-channel scale, offset on 0..255 pixels) overrides the range.
+
+        For a quantised integer input it is folded into the quantisation, so the tensor
+        gets ``round(real / scale + zero_point)``.
+        """
         self._spec = spec
         self._mode = resize_mode
         self._rgb = color_order == "rgb"
         self._scale, self._offset = normalisation(spec.tensor.dtype, input_range)
+        self._channels: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
+        if channel_affine is not None:
+            scale = np.asarray(channel_affine[0], np.float32)
+            offset = np.asarray(channel_affine[1], np.float32)
+            tensor = spec.tensor
+            if np.issubdtype(tensor.dtype, np.integer) and tensor.scale:
+                scale, offset = requantise(scale, offset, tensor.scale, tensor.zero_point)
+            self._channels = (scale, offset)
         self._in_w, self._in_h = spec.width, spec.height
         self._canvas = np.zeros((self._in_h, self._in_w, 3), np.uint8)
         self._rgb_buffer = np.zeros_like(self._canvas)
@@ -144,6 +167,9 @@ class Preprocessor:
         else:
             pixels = self._canvas
         target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
+        if self._channels is not None:
+            self._write_affine(pixels, target, *self._channels)
+            return plan.transform
         if self._int8:
             np.subtract(pixels, 128, out=target, dtype=np.int16, casting="unsafe")
             return plan.transform
@@ -154,3 +180,21 @@ class Preprocessor:
         if self._offset:
             np.add(target, self._offset, out=target, casting="unsafe")
         return plan.transform
+
+    def _write_affine(
+        self,
+        pixels: npt.NDArray[np.generic],
+        target: npt.NDArray[np.generic],
+        scale: npt.NDArray[np.float32],
+        offset: npt.NDArray[np.float32],
+    ) -> None:
+        dtype = self._spec.tensor.dtype
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)  # type: ignore[type-var]  # narrowed by issubdtype above
+            values = np.rint(pixels.astype(np.float32) * scale + offset)
+            np.copyto(target, np.clip(values, info.min, info.max), casting="unsafe")
+            return
+        # Float input: widen in place, then one broadcast multiply and add per channel.
+        np.copyto(target, pixels, casting="unsafe")
+        np.multiply(target, scale, out=target, casting="unsafe")
+        np.add(target, offset, out=target, casting="unsafe")

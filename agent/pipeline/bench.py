@@ -26,8 +26,7 @@ from agent.config.camera import CameraConfig
 from agent.config.root import AgentConfig
 from agent.events.types import DetectionEvent
 from agent.inference.base import RuntimeInfo
-from agent.inference.registry import create_backend
-from agent.pipeline.model import backend_options
+from agent.pipeline.model import backend_options, load_model
 from agent.pipeline.runner import Pipeline, SourceOpener
 from agent.stats import summarise
 
@@ -51,6 +50,9 @@ class BenchSettings:
     input_size: tuple[int, int] | None = None  # (width, height) for dynamic-size models
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers; empty: CPU
     overlap_stages: bool = True  # prep / infer / post threads (False: one thread)
+    # Every other key of a configured [[models]] entry (bench --config): input adaptation,
+    # thresholds, labels, as the slot will run.
+    model_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def load_average() -> float:
@@ -94,7 +96,11 @@ class RawLoop:
         # The very options the pipeline's loader builds: same threads, size, providers.
         config = bench_config(settings, Path(tempfile.gettempdir()))
         options = backend_options(config, config.models[0], settings.model)
-        backend = create_backend(settings.backend, settings.model, options)
+        # Loaded as the pipeline loads it (a dynamic input sized by the file's metadata).
+        loaded = load_model(
+            config.models[0], settings.backend, settings.model, options, smoke=False
+        )
+        backend = loaded.backend
         try:
             tensor = backend.input_buffer()
             start = time.perf_counter()
@@ -179,6 +185,7 @@ def bench_config(settings: BenchSettings, state_dir: Path) -> AgentConfig:
             "cameras": [{"name": "bench", "source": f"file:{settings.clip}", "loop": True}],
             "models": [
                 {
+                    **settings.model_settings,
                     "slot": "bench",
                     "path": str(settings.model),
                     "backend": settings.backend,

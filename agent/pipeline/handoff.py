@@ -85,6 +85,18 @@ class Timings:
         self.handoff_ms = SampleWindow(samples)
         self.e2e_ms = SampleWindow(samples)
 
+    def record(self, item: Inferred, post_start_s: float, post_end_s: float) -> None:
+        """One frame's stage times, from capture to the end of its post-processing."""
+        prepared = item.prepared
+        captured = prepared.frame.captured_mono_s
+        self.capture_age_ms.add((prepared.prep_start_s - captured) * 1000.0)
+        self.preprocess_ms.add((prepared.prep_end_s - prepared.prep_start_s) * 1000.0)
+        self.inference_ms.add((item.invoke_end_s - item.invoke_start_s) * 1000.0)
+        self.postprocess_ms.add((post_end_s - post_start_s) * 1000.0)
+        waited = (item.invoke_start_s - prepared.prep_end_s) + (post_start_s - item.invoke_end_s)
+        self.handoff_ms.add(waited * 1000.0)
+        self.e2e_ms.add((post_end_s - captured) * 1000.0)
+
 
 @dataclass(slots=True)
 class Prepared:

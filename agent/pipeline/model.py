@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -9,11 +10,16 @@ from pathlib import Path
 
 from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
-from agent.errors import DecoderError, InferenceError, ModelLoadError
+from agent.errors import DecoderError, DecoderMismatchError, InferenceError, ModelLoadError
+from agent.inference.adapt import InputPlan, ModelHints, plan_input
 from agent.inference.base import Backend
 from agent.inference.decoders import Decoder, make_decoder
-from agent.inference.preprocess import Preprocessor
+from agent.inference.metadata import backend_of, model_hints
+from agent.inference.preprocess import Preprocessor, Transform
 from agent.inference.registry import BackendOptions, create_backend
+from agent.log import get_logger
+
+log = get_logger(__name__)
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"  # the name edgetpu_compiler gives its output
 GPU_ACCELERATORS = ("nvidia-gpu", "jetson-gpu")
@@ -70,6 +76,8 @@ class LoadedModel:
     backend: Backend
     preprocessor: Preprocessor
     decoder: Decoder
+    plan: InputPlan | None = None
+    hints: ModelHints | None = None
 
     def info(self) -> dict[str, object]:
         runtime = self.backend.runtime
@@ -100,12 +108,72 @@ def _installed_engine(path: Path, options: BackendOptions) -> Path:
     return resolve_installed_engine(path, functools.partial(runtime_target, options.device_index))
 
 
+def resolve_backend(config: AgentConfig, model: ModelConfig, path: Path) -> str:
+    """The model's configured backend, else the one its file is (magic bytes), else the board's.
+
+    An ONNX file in a slot without ``backend`` must not go to the board's default
+    TFLite runtime ("not a valid Flatbuffer buffer").
+    """
+    if model.backend is not None:
+        return model.backend
+    return backend_of(path) or config.backend_for(model)
+
+
+def _sized_by_metadata(
+    model: ModelConfig, backend: Backend, hints: ModelHints, options: BackendOptions
+) -> BackendOptions | None:
+    """Options that size a dynamic input as the file's metadata says (``imgsz``), if needed."""
+    if model.input_size or hints.input_size is None or not getattr(backend, "dynamic_input", 0):
+        return None
+    width, height = hints.input_size
+    spec = backend.input_spec
+    if (spec.width, spec.height) == (width, height):
+        return None
+    return dataclasses.replace(options, input_size=(height, width))
+
+
+def wire(
+    model: ModelConfig, backend: Backend, hints: ModelHints, path: Path
+) -> tuple[Preprocessor, Decoder, InputPlan]:
+    """Preprocessor and decoder for ``backend``; DecoderMismatchError when it does not fit."""
+    spec = backend.input_spec
+    plan = plan_input(model, spec, hints)
+    affine = (plan.affine.scale, plan.affine.offset) if plan.affine else None
+    preprocessor = Preprocessor(
+        spec, plan.resize_mode, plan.color_order, "auto", channel_affine=affine
+    )
+    decoder = make_decoder(
+        model.model_copy(update={"path": str(path)}), spec, backend.output_specs, hints.labels
+    )
+    return preprocessor, decoder, plan
+
+
+def smoke_decode(decoder: Decoder, backend: Backend, model: ModelConfig, path: Path) -> None:
+    """One invoke on the empty input, decoded: a decoder that chokes on real outputs fails here."""
+    outputs = backend.infer(backend.input_buffer())
+    spec = backend.input_spec
+    identity = Transform(1.0, 0.0, 1.0, 0.0, spec.width, spec.height)
+    try:
+        decoder(outputs, identity)
+    except DecoderError as exc:
+        seen = [f"{o.dtype}{list(o.shape)}" for o in outputs]
+        raise DecoderMismatchError(
+            f"{path.name}: decoder {model.decoder} fails on the model's outputs ({exc}); "
+            f"outputs seen: {', '.join(seen)}",
+            decoder=model.decoder,
+            outputs=seen,
+            fits=[],
+            model=str(path),
+        ) from exc
+
+
 def load_model(
     model: ModelConfig, backend_name: str, path: Path, options: BackendOptions, smoke: bool = True
 ) -> LoadedModel:
-    """Load, wire and (with ``smoke``) invoke once.
+    """Load, wire and (with ``smoke``) invoke and decode once.
 
-    Raises ModelLoadError or BackendUnavailableError; nothing stays open on failure.
+    Raises ModelLoadError (``DecoderMismatchError`` when the outputs do not fit the
+    decoder) or BackendUnavailableError; nothing stays open on failure.
     A staging-built TensorRT engine that another TensorRT or GPU built loads as its
     rebuild for this device (``agent.update.engines.rebuild``).
     """
@@ -114,11 +182,26 @@ def load_model(
     backend = create_backend(backend_name, path, options)
     try:
         _check_image_input(backend, path)
-        spec = backend.input_spec
-        preprocessor = Preprocessor(spec, model.resize_mode, model.color_order, model.input_range)
-        decoder = make_decoder(model, spec, backend.output_specs)
+        hints = model_hints(backend_name, path, backend)
+        resized = _sized_by_metadata(model, backend, hints, options)
+        if resized is not None:
+            backend.close()
+            backend = create_backend(backend_name, path, resized)
+        preprocessor, decoder, plan = wire(model, backend, hints, path)
+        log.info(
+            "model_input_plan",
+            slot=model.slot,
+            model=path.name,
+            resize_mode=plan.resize_mode,
+            color_order=plan.color_order,
+            normalisation=plan.affine.value_range() if plan.affine else "raw",
+            sources=plan.sources,
+            metadata=sorted(hints.metadata),
+            labels=hints.labels_source or None,
+            input_size=list(backend.input_spec.tensor.shape),
+        )
         if smoke:
-            backend.infer(backend.input_buffer())
+            smoke_decode(decoder, backend, model, path)
     except (DecoderError, InferenceError) as exc:
         backend.close()
         if isinstance(exc, ModelLoadError):
@@ -129,4 +212,6 @@ def load_model(
     except BaseException:
         backend.close()
         raise
-    return LoadedModel(model.slot, path, backend_name, backend, preprocessor, decoder)
+    return LoadedModel(
+        model.slot, path, backend_name, backend, preprocessor, decoder, plan=plan, hints=hints
+    )

@@ -31,7 +31,7 @@ from agent.events.seq import SeqAllocator
 from agent.events.types import EventSink
 from agent.log import get_logger
 from agent.pipeline.handoff import Feed
-from agent.pipeline.model import LoadedModel, backend_options, load_model
+from agent.pipeline.model import LoadedModel, backend_options, load_model, resolve_backend
 from agent.pipeline.worker import ModelWorker
 from agent.stats import SAMPLES_KEPT
 
@@ -78,7 +78,7 @@ class Pipeline:
 
     def _load(self, model: ModelConfig, path: Path) -> LoadedModel:
         options = backend_options(self._config, model, path)
-        return load_model(model, self._config.backend_for(model), path, options)
+        return load_model(model, resolve_backend(self._config, model, path), path, options)
 
     def start(self) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)

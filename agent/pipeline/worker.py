@@ -28,6 +28,7 @@ from agent.events.filters import apply_thresholds, suppress_overlaps
 from agent.events.seq import SeqAllocator
 from agent.events.types import Detection, DetectionEvent, EventSink
 from agent.log import get_logger
+from agent.pipeline.faults import SlotFaults, slot_health
 from agent.pipeline.handoff import (
     Feed,
     Inferred,
@@ -81,10 +82,9 @@ class ModelWorker:
         self._beats = dict.fromkeys(("prep", "infer", "post"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
-        self.errors = 0
+        self.faults = SlotFaults(model.slot, model.decoder)
         self.events = 0
         self.sink_errors = 0
-        self.last_error = ""
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -118,6 +118,14 @@ class ModelWorker:
         return any(thread.is_alive() for thread in self._threads)
 
     @property
+    def errors(self) -> int:
+        return self.faults.errors
+
+    @property
+    def last_error(self) -> str:
+        return self.faults.last_error
+
+    @property
     def heartbeat_s(self) -> float:
         """Oldest beat of the three loops: a hang in any of them freezes it."""
         return min(self._beats.values())
@@ -140,6 +148,7 @@ class ModelWorker:
         """
         if not self.alive:
             old, self.loaded = self.loaded, loaded
+            self.faults.reset(self.model.decoder)
             return old
         self._swapped.clear()
         self._pending = loaded
@@ -221,6 +230,7 @@ class ModelWorker:
         pending, self._pending = self._pending, None
         if pending is not None:
             old, self.loaded = self.loaded, pending
+            self.faults.reset(self.model.decoder)
             self._discard(self._inputs.clear())  # prepared for the old model's input
             self._swapped.set()
             if old is not None and old is not pending:
@@ -312,6 +322,7 @@ class ModelWorker:
         prepared = item.prepared
         feed, frame, model = prepared.feed, prepared.frame, self.model
         detections = prepared.loaded.decoder(item.outputs, prepared.transform)
+        self.faults.decoded()
         if detections:
             detections = apply_thresholds(detections, model.threshold, model.label_thresholds)
             if model.decoder == "ssd_postprocess" and len(detections) > 1:
@@ -321,14 +332,7 @@ class ModelWorker:
             self._emit(frame, detections)
         end = time.monotonic()
         feed.inferred.add(end)
-        t = self.timings
-        t.capture_age_ms.add((prepared.prep_start_s - frame.captured_mono_s) * 1000.0)
-        t.preprocess_ms.add((prepared.prep_end_s - prepared.prep_start_s) * 1000.0)
-        t.inference_ms.add((item.invoke_end_s - item.invoke_start_s) * 1000.0)
-        t.postprocess_ms.add((end - start) * 1000.0)
-        waited = (item.invoke_start_s - prepared.prep_end_s) + (start - item.invoke_end_s)
-        t.handoff_ms.add(waited * 1000.0)
-        t.e2e_ms.add((end - frame.captured_mono_s) * 1000.0)
+        self.timings.record(item, start, end)
 
     def _emit(self, frame: Frame, detections: list[Detection]) -> None:
         event = DetectionEvent(
@@ -348,14 +352,7 @@ class ModelWorker:
             log.exception("event_sink_failed", slot=self.model.slot, error=str(exc))
 
     def _failed(self, exc: Exception, stage: str) -> None:
-        self.errors += 1
-        self.last_error = str(exc)
-        if isinstance(exc, AgentError):
-            log.warning("inference_failed", slot=self.model.slot, stage=stage, error=str(exc))
-        else:
-            log.error(  # exc_info: the traceback of a bug
-                "inference_crashed", slot=self.model.slot, stage=stage, error=str(exc), exc_info=exc
-            )
+        self.faults.failed(exc, stage)
 
     # --- watchdog (monitor thread) ----------------------------------------------------
 
@@ -366,7 +363,7 @@ class ModelWorker:
         if busy is None or now - busy <= self.model.inference_timeout_s or self._stop.is_set():
             return False
         self.stuck.add(now)
-        self.last_error = f"stuck: invoke running for {now - busy:.1f} s"
+        self.faults.last_error = f"stuck: invoke running for {now - busy:.1f} s"
         log.error("inference_stuck", slot=self.model.slot, running_s=round(now - busy, 1))
         self._generation += 1  # the hung thread exits when (if) its invoke returns
         self.busy_since = None
@@ -375,7 +372,7 @@ class ModelWorker:
             self.loaded = self._reloader()
         except AgentError as exc:
             self.loaded = None
-            self.last_error = f"stuck, and reload failed: {exc}"
+            self.faults.last_error = f"stuck, and reload failed: {exc}"
             log.error(  # noqa: TRY400 - expected failure mode, no traceback
                 "inference_restart_failed", slot=self.model.slot, error=str(exc)
             )
@@ -385,13 +382,12 @@ class ModelWorker:
     def health(self, now_s: float | None = None) -> tuple[str, str]:
         now = time.monotonic() if now_s is None else now_s
         busy = self.busy_since
-        if busy is not None and now - busy > self.model.inference_timeout_s:
-            return "down", f"stuck: invoke running for {now - busy:.1f} s"
-        if self.loaded is None:
-            return "down", self.last_error or "no model loaded"
-        restarts = self.stuck.count(now)
-        if restarts:
-            return "degraded", f"worker restarted {restarts}x in the last hour after a stuck invoke"
-        if self.errors and self.last_error:
-            return "ok", f"last error: {self.last_error}"
-        return "ok", f"{self.loaded.path.name} on {self.loaded.backend.runtime.name}"
+        stuck = busy is not None and now - busy > self.model.inference_timeout_s
+        loaded = self.loaded
+        serving = None if loaded is None else f"{loaded.path.name} on {loaded.backend.runtime.name}"
+        return slot_health(
+            stuck_running_s=now - busy if stuck and busy is not None else None,
+            serving=serving,
+            faults=self.faults,
+            restarts=self.stuck.count(now),
+        )

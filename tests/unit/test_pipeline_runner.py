@@ -33,6 +33,10 @@ def config(clip, model, state_dir, overlap_stages=True, **camera):
                     "path": str(model),
                     "inference_timeout_s": 0.5,
                     "overlap_stages": overlap_stages,
+                    # Letterboxed (as MediaPipe feeds it), the short-range model scores the
+                    # coffee cup seen from above at 0.50-0.61 on a few frames; the astronaut
+                    # scores 0.92. These tests are about the pipeline, not that margin.
+                    "threshold": 0.7,
                 }
             ],
         }

@@ -128,6 +128,11 @@ class OnnxBackend:
                 "onnx_input_shape_resolved", model=model_path.name, declared=meta.shape, shape=shape
             )
         self._input_name: str = meta.name
+        # Read by the loader and ``model inspect``: a dynamic input may be sized by metadata.
+        h_axis, w_axis = (2, 3) if layout == "nchw" else (1, 2)
+        self.dynamic_input = len(dims) == 4 and is_dynamic([dims[h_axis], dims[w_axis]])
+        model_meta = self._session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(model_meta.custom_metadata_map or {})
         self._input = InputSpec(
             tensor=TensorSpec(name=meta.name, shape=shape, dtype=_dtype(meta.type, self._model)),
             layout=layout,

@@ -10,12 +10,12 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config.model import ModelConfig
-from agent.errors import DecoderError
 from agent.events.types import Detection
 from agent.inference.base import InputSpec, TensorSpec
 from agent.inference.decoders.blazeface import BlazeFaceDecoder
-from agent.inference.decoders.classify import ClassifyDecoder
+from agent.inference.decoders.classify import ClassifyDecoder, output_kind
 from agent.inference.decoders.common import Decoder, dequantize, load_labels
+from agent.inference.decoders.fit import check_fit
 from agent.inference.decoders.ssd_postprocess import SsdPostprocessDecoder, assign_outputs
 from agent.inference.decoders.yolo import YoloDecoder
 from agent.inference.preprocess import Transform
@@ -48,14 +48,22 @@ def decoder_threshold(model: ModelConfig) -> float:
 
 
 def make_decoder(
-    model: ModelConfig, input_spec: InputSpec, output_specs: list[TensorSpec]
+    model: ModelConfig,
+    input_spec: InputSpec,
+    output_specs: list[TensorSpec],
+    file_labels: dict[int, str] | None = None,
 ) -> Decoder:
-    labels = load_labels(model.labels_path) if model.labels_path else {}
+    """The configured decoder, after checking the model's outputs fit it.
+
+    Raises ``DecoderMismatchError`` (a ``ModelLoadError``, reason ``decoder_mismatch``)
+    when they do not. ``file_labels`` (labels found in the model file) are used when
+    the config names no labels file.
+    """
+    check_fit(model.decoder, input_spec, output_specs, model=model.path)
+    labels = load_labels(model.labels_path) if model.labels_path else dict(file_labels or {})
     threshold = decoder_threshold(model)
     inner: Decoder
     if model.decoder == "blazeface":
-        if input_spec.width != input_spec.height:
-            raise DecoderError(f"blazeface needs a square input, got {input_spec.tensor.shape}")
         inner = BlazeFaceDecoder(
             input_spec.width,
             threshold,
@@ -77,5 +85,6 @@ def make_decoder(
             max_detections=model.max_detections,
         )
     else:
-        inner = ClassifyDecoder(labels, threshold, model.top_k)
+        kind = output_kind(output_specs[0] if output_specs else None, model.output)
+        inner = ClassifyDecoder(labels, threshold, model.top_k, kind)
     return DequantizingDecoder(inner, output_specs)
