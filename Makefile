@@ -9,7 +9,7 @@ EXTRAS ?= tflite,onnx,dev
 # Tests run in parallel-safe order; the suite must stay under 15 minutes on 2 cores.
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench check-arm64 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -32,6 +32,11 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/edge-agent bench --json
+
+# The user's install on arm64 Debian bookworm under qemu (root; debootstrap, qemu-user-static):
+# ~5 min to build the root the first time, ~2.5 min after (docs/boards/arm64-check.md).
+check-arm64: setup
+	PYTHON=$(PY) bash tools/check_arm64.sh
 
 clean:
 	rm -rf $(VENV) assets .mypy_cache .ruff_cache .pytest_cache
