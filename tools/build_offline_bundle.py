@@ -90,8 +90,12 @@ def build_wheel(work: Path) -> Path:
     return wheel
 
 
-def download(wheel: Path, extras: str, arch: str, python: str, dest: Path) -> None:
+def download(
+    wheel: Path, extras: str, arch: str, python: str, dest: Path, *, find_links: list[Path]
+) -> None:
     requirement = f"{wheel}[{extras}]" if extras else str(wheel)
+    # Wheels built elsewhere (pycuda on a Jetson: PyPI has only its sdist) are found here.
+    links = [arg for folder in find_links for arg in ("--find-links", str(folder))]
     argv = [
         sys.executable,
         "-m",
@@ -104,6 +108,7 @@ def download(wheel: Path, extras: str, arch: str, python: str, dest: Path) -> No
         "--python-version",
         python,
         *(arg for tag in platform_tags(arch) for arg in ("--platform", tag)),
+        *links,
         "-d",
         str(dest),
         requirement,
@@ -134,6 +139,13 @@ def main() -> int:
         "--wheel", type=Path, default=None, help="the agent's wheel (default: build)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="where the tarball goes")
+    parser.add_argument(
+        "--find-links",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of extra wheels, e.g. pycuda built on a Jetson (repeatable)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-agent-bundle-") as tmp:
         work = Path(tmp)
@@ -143,7 +155,7 @@ def main() -> int:
         root = work / name
         wheelhouse = root / "wheelhouse"
         wheelhouse.mkdir(parents=True)
-        download(wheel, args.extras, args.arch, args.python, wheelhouse)
+        download(wheel, args.extras, args.arch, args.python, wheelhouse, find_links=args.find_links)
         if not (wheelhouse / wheel.name).exists():
             shutil.copy2(wheel, wheelhouse)
         script = INSTALL_SH
