@@ -14,6 +14,8 @@ import importlib
 import importlib.metadata
 import platform
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,8 @@ log = get_logger(__name__)
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 # Global Unichip / Google vendor ids of the Coral USB accelerator (before and after firmware load).
 CORAL_USB_IDS = ("1a6e:089a", "18d1:9302")
+# A child interpreter that imports onnxruntime; generous for a slow board's first import.
+PROBE_TIMEOUT_S = 30.0
 
 # "# R36 (release), REVISION: 3.0, GCID: ..." -> release 36.3.0
 _L4T_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
@@ -125,12 +129,37 @@ def probe_onnxruntime() -> dict[str, str]:
     if version is None:
         return {}
     facts = {"onnxruntime": version}
-    try:
-        ort = importlib.import_module("onnxruntime")
-        facts["onnxruntime_providers"] = ",".join(ort.get_available_providers())
-    except Exception as exc:  # a broken install must not break diag
-        log.debug("devicefacts_onnxruntime_import_failed", error=str(exc))
+    if (providers := onnxruntime_providers()) is not None:
+        facts["onnxruntime_providers"] = providers
     return facts
+
+
+def onnxruntime_providers() -> str | None:
+    """The providers list; asked of a child interpreter unless ONNX Runtime is loaded here.
+
+    Importing onnxruntime maps ~12 MB that stay resident for the daemon's lifetime
+    (tools/bench_memory.py), so a daemon that runs no ONNX model must not import it
+    just to learn a compatibility fact.
+    """
+    if (ort := sys.modules.get("onnxruntime")) is not None:
+        try:
+            return ",".join(ort.get_available_providers())
+        except Exception as exc:  # a broken install must not break diag
+            log.debug("devicefacts_onnxruntime_import_failed", error=str(exc))
+            return None
+    code = "import onnxruntime as o; print(','.join(o.get_available_providers()))"
+    try:
+        proc = subprocess.run(  # noqa: S603 - this interpreter and a constant script
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("devicefacts_onnxruntime_import_failed", error=str(exc))
+        return None
+    return proc.stdout.strip() or None
 
 
 def probe_litert() -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,20 @@ def test_a_failing_probe_does_not_hide_the_others(log_events) -> None:
     assert facts["tensorrt"] == "10.3.0"
     assert facts["accelerator"] == "none"
     assert any(e["event"] == "devicefacts_probe_failed" for e in log_events)
+
+
+def test_onnxruntime_providers_are_learnt_without_loading_it_here() -> None:
+    # A fresh interpreter: this test process may already hold onnxruntime from other tests.
+    script = (
+        "import sys\n"
+        "from agent.inference import devicefacts\n"
+        "facts = devicefacts.collect()\n"
+        "print(facts['onnxruntime_providers'], 'onnxruntime' in sys.modules)\n"
+    )
+    out = (
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        .stdout.splitlines()[-1]
+        .split()
+    )  # the agent may log to stdout before it
+    assert "CPUExecutionProvider" in out[0]
+    assert out[1] == "False"  # ~12 MB resident saved in a daemon that runs no ONNX model
