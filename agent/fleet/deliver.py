@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.errors import CommandError, Reason
+from pydantic import SecretStr
+
+from agent.config.base import resolve_secret
+from agent.errors import AgentError, CommandError, Reason
 from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import signers_for
 from agent.fleet.mqttclient import BrokerTls, FleetClient
 from agent.fleet.served import ServedBundle, load_bundle
-from agent.fleet.track import DeviceState, Tracker, outcome, split_canary
+from agent.fleet.track import (
+    NO_ANSWER,
+    Bars,
+    DeviceState,
+    StageOutcome,
+    Tracker,
+    outcome,
+    split_canary,
+)
 from agent.log import get_logger
 from agent.update.store.truststore import load_root_file
 from agent.update.transfer.wire import Topics
 from agent.update.trust.envelope import canonical_bytes, parse_envelope, sign_envelope, strict_loads
-from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, parse_manifest
+from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, Manifest, parse_manifest
 from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
@@ -31,19 +43,90 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", default="", help="CA bundle for mqtts://")
     parser.add_argument("--cert", default="", help="client certificate (mutual TLS)")
     parser.add_argument("--key", default="", help="client key (mutual TLS)")
+    parser.add_argument("--username", default="", help="broker user name")
+    parser.add_argument(
+        "--password", default="", help="broker password, or file:PATH to read it from a file"
+    )
     parser.add_argument("--topic-root", default="ea/v1")
 
 
 def connect(args: argparse.Namespace) -> FleetClient:
     tls = BrokerTls(ca=args.ca, cert=args.cert, key=args.key)
-    return FleetClient(args.broker, tls=tls).connect()
+    password = resolve_secret(SecretStr(args.password), "--password") if args.password else ""
+    client = FleetClient(args.broker, tls=tls, username=args.username, password=password)
+    return client.connect()
 
 
-def _summary(states: dict[str, DeviceState]) -> dict[str, Any]:
-    return {
-        d: {"status": s.status, "reason": s.reason, "status_version": s.status_version}
-        for d, s in sorted(states.items())
+def manifest_key(bundle: ServedBundle) -> str:
+    """What devices report as ``key``: the SHA-256 of the manifest envelope they answer."""
+    return hashlib.sha256(bundle.envelope_bytes).hexdigest()
+
+
+def check_not_older(client: FleetClient, topic: str, manifest: Manifest, force: bool) -> None:
+    """Refuse to retain a manifest older than the one the deploy topic holds (devices would
+    refuse it as a rollback, and the topic would be left pointing at it)."""
+    held = client.retained(topic)
+    if held is None:
+        return
+    try:
+        current = parse_manifest(parse_envelope(held, MAX_ENVELOPE_BYTES).payload)
+    except AgentError:
+        return  # not a manifest we can read: the devices judge it
+    if manifest.manifest_version < current.manifest_version and not force:
+        raise CommandError(
+            Reason.ROLLBACK,
+            f"{topic} holds manifest v{current.manifest_version} ({current.deployment_id}); "
+            f"v{manifest.manifest_version} is older and devices would refuse it as a rollback. "
+            "Publish a newer manifest_version (see docs/operator-guide.md, rolling back), "
+            "or --force to retain it anyway",
+            held=current.manifest_version,
+            offered=manifest.manifest_version,
+        )
+
+
+def fleet_members(client: FleetClient, topics: Topics, fleet: str) -> list[str] | None:
+    """Devices whose retained ``state`` names ``fleet`` (None: no state names a fleet)."""
+    members = []
+    for topic, payload in client.retained_messages(f"{topics.root}/d/+/state").items():
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            continue
+        device = topic.split("/")[-2]
+        if isinstance(doc, dict) and doc.get("fleet") == fleet:
+            members.append(device)
+    return sorted(members) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one publication asked and what the devices answered."""
+
+    deployment_id: str
+    manifest_version: int
+    key: str
+    states: dict[str, DeviceState]
+    answer_s: float
+
+    @property
+    def result(self) -> StageOutcome:
+        return outcome(self.states, list(self.states))
+
+    def summary(self) -> dict[str, Any]:
+        return {d: _device_json(s) for d, s in sorted(self.states.items())}
+
+
+def _device_json(state: DeviceState) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "status": state.status,
+        "reason": state.reason if state.status != NO_ANSWER else NO_ANSWER,
+        "status_version": state.status_version,
     }
+    if state.detail:
+        doc["detail"] = state.detail
+    if state.earlier:
+        doc["earlier"] = state.earlier
+    return doc
 
 
 def deliver(
@@ -52,38 +135,101 @@ def deliver(
     bundle: ServedBundle,
     devices: list[str] | None,
     timeout_s: float,
-) -> dict[str, DeviceState]:
-    """Publish the manifest retained, serve its chunks, follow the devices to the end."""
+    *,
+    answer_s: float = 30.0,
+    force: bool = False,
+    title: str = "devices",
+) -> Delivery:
+    """Publish the manifest retained, serve its chunks, follow the devices' answers to it."""
+    manifest = bundle.manifest
+    deploy_topic = topics.deploy(manifest.fleet, manifest.slot)
+    check_not_older(client, deploy_topic, manifest, force)
+    if devices is None:
+        devices = fleet_members(client, topics, manifest.fleet)
     stop = threading.Event()
-    tracker = Tracker(topics, bundle.deployment_id)
+    tracker = Tracker(topics, bundle.deployment_id, manifest_key(bundle), devices)
     tracker.attach(client)
     server = ChunkServer(client, topics, [bundle], stop)
     server.start()
-    manifest = bundle.manifest
-    client.publish_wait(
-        topics.deploy(manifest.fleet, manifest.slot), bundle.envelope_bytes, retain=True
-    )
+    client.publish_wait(deploy_topic, bundle.envelope_bytes, retain=True)
     log.info("manifest_published", deployment=bundle.deployment_id, devices=devices)
+    bars = Bars.for_stdout(title)
     try:
-        return tracker.wait(devices, timeout_s)
+        states = tracker.wait(timeout_s, answer_s, on_change=bars.update)
     finally:
+        bars.close()
         stop.set()
         server.join()
         client.unsubscribe(topics.model_update_filter(bundle.deployment_id))
         client.unsubscribe(topics.request_filter(bundle.deployment_id))
+    return Delivery(bundle.deployment_id, manifest.manifest_version, tracker.key, states, answer_s)
+
+
+def device_line(device: str, state: DeviceState, answer_s: float) -> str:
+    text = state.status
+    if state.status == NO_ANSWER:
+        text += f": no state for this manifest in {answer_s:g} s"
+        if state.earlier:
+            text += f" (it answered this manifest before: {state.earlier})"
+    elif state.reason:
+        text += f" ({state.reason})"
+        if state.detail:
+            text += f": {state.detail}"
+    elif state.status not in ("successful", "failed"):
+        text += " (unfinished)"
+    return f"  {device:<20} {text}"
+
+
+def counts_line(result: StageOutcome) -> str:
+    parts = [
+        f"{len(result.succeeded)} successful",
+        f"{len(result.failed)} failed",
+        f"{len(result.no_answer)} no answer",
+    ]
+    if result.pending:
+        parts.append(f"{len(result.pending)} unfinished")
+    total = sum(len(x) for x in (result.succeeded, result.failed, result.no_answer, result.pending))
+    return f"{total} device(s): " + ", ".join(parts)
+
+
+def print_delivery(delivery: Delivery) -> None:
+    for device, state in sorted(delivery.states.items()):
+        print(device_line(device, state, delivery.answer_s))
+    if not delivery.states:
+        print("  no device answered")
+    print("  " + counts_line(delivery.result), flush=True)
 
 
 def run_publish(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
-    devices = list(bundle.manifest.devices) if bundle.manifest.devices else None
+    manifest = bundle.manifest
+    devices = list(manifest.devices) if manifest.devices else None
+    if not args.json:
+        print(
+            f"publishing {manifest.deployment_id}: manifest v{manifest.manifest_version}, "
+            f"release {manifest.release}, slot {manifest.slot}, fleet {manifest.fleet}",
+            flush=True,
+        )
     client = connect(args)
     try:
-        states = deliver(client, Topics(args.topic_root), bundle, devices, args.timeout)
+        delivery = deliver(
+            client,
+            Topics(args.topic_root),
+            bundle,
+            devices,
+            args.timeout,
+            answer_s=args.answer_timeout,
+            force=args.force,
+        )
     finally:
         client.close()
-    result = outcome(states, devices if devices is not None else list(states))
-    print(json.dumps({"deployment_id": bundle.deployment_id, "devices": _summary(states)}))
-    return 0 if not result.failed and not result.pending else 1
+    if args.json:
+        doc = {"deployment_id": bundle.deployment_id, "devices": delivery.summary()}
+        print(json.dumps(doc))
+    else:
+        print_delivery(delivery)
+    ok = delivery.states and delivery.result.all_successful
+    return 0 if ok else 1
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -127,33 +273,63 @@ def run_rollout(args: argparse.Namespace) -> int:
     canary, rest = split_canary(devices, args.canary)
     base = bundle.manifest
     stages = [
-        (canary, base.manifest_version, f"{base.deployment_id}-canary"),
-        (rest, base.manifest_version + 1, base.deployment_id),
+        ("canary", canary, base.manifest_version, f"{base.deployment_id}-canary"),
+        ("rest", rest, base.manifest_version + 1, base.deployment_id),
     ]
+    stages = [s for s in stages if s[1]]
     client = connect(args)
     report: dict[str, Any] = {"deployment_id": base.deployment_id, "stages": []}
     code = 0
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
     try:
-        for name, (group, version, dep) in zip(("canary", "rest"), stages, strict=True):
-            if not group:
-                continue
+        for number, (name, group, version, dep) in enumerate(stages, 1):
+            say(
+                f"stage {number}/{len(stages)} {name}: {len(group)} device(s) "
+                f"[{' '.join(group)}], deployment {dep}, manifest v{version}"
+            )
             staged = restage(bundle, args.keys, group, version, dep)
-            states = deliver(client, Topics(args.topic_root), staged, group, args.timeout)
-            result = outcome(states, group)
+            delivery = deliver(
+                client,
+                Topics(args.topic_root),
+                staged,
+                group,
+                args.timeout,
+                answer_s=args.answer_timeout,
+                force=args.force,
+                title=name,
+            )
+            if not args.json:
+                print_delivery(delivery)
+            result = delivery.result
             report["stages"].append(
-                {"stage": name, "deployment_id": dep, "devices": _summary(states)}
+                {"stage": name, "deployment_id": dep, "devices": delivery.summary()}
             )
             if result.halts(args.halt_on_failures):
                 report["halted"] = {
                     "stage": name,
                     "failed": list(result.failed),
+                    "no_answer": list(result.no_answer),
                     "pending": list(result.pending),
                 }
+                say(
+                    f"halted at stage {name}: {len(result.failed)} failed "
+                    f"(limit {args.halt_on_failures}), {len(result.no_answer)} no answer, "
+                    f"{len(result.pending)} unfinished"
+                )
+                for later, *_ in stages[number:]:
+                    say(f"stage {later}: not started")
                 code = 1
                 break
     finally:
         client.close()
-    print(json.dumps(report))
+    if args.json:
+        print(json.dumps(report))
+    elif code == 0:
+        print(f"rollout {base.deployment_id}: every targeted device answered successful")
     return code
 
 
@@ -161,6 +337,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publish = sub.add_parser("publish", help="publish a bundle's manifest and serve its chunks")
     publish.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     publish.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    _answer_args(publish)
     add_broker_args(publish)
     publish.set_defaults(func=run_publish)
 
@@ -177,5 +354,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rollout.add_argument("--devices", nargs="+", default=None, metavar="ID")
     rollout.add_argument("--keys", type=Path, required=True, metavar="DIR", help="release keys")
     rollout.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
+    _answer_args(rollout)
     add_broker_args(rollout)
     rollout.set_defaults(func=run_rollout)
+
+
+def _answer_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a targeted device with no state for this manifest after S seconds is no_answer",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="retain a manifest older than the one on the topic"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -11,6 +11,7 @@ import itertools
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +28,9 @@ from agent.uplink.sockets import disable_nagle
 log = get_logger(__name__)
 
 _ids = itertools.count()
+# (topic, payload, retained): ``retained`` is True for a message the broker held from before
+# the subscription, False for one published while we listen (MQTT forwards with retain 0).
+FlaggedCallback = Callable[[str, bytes, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class FleetClient:
         protocol: str = "5",
         max_inflight: int = 100,
         no_delay: bool = True,
+        username: str = "",
+        password: str = "",
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -64,7 +70,9 @@ class FleetClient:
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.reconnect_delay_set(1, 5)
-        if parts.username:
+        if username:
+            self._client.username_pw_set(username, password or None)
+        elif parts.username:
             self._client.username_pw_set(
                 unquote(parts.username), unquote(parts.password) if parts.password else None
             )
@@ -77,11 +85,15 @@ class FleetClient:
         self._routes = Routes()
         # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
         self._connected = threading.Event()
+        self._refused = ""
+        self._retained_now = False  # the retain flag of the message being dispatched
+        self._subacks: dict[int, threading.Event] = {}
         if no_delay:
             self._client.on_socket_open = disable_nagle
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     @property
     def connected(self) -> bool:
@@ -97,7 +109,10 @@ class FleetClient:
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             self.close()
-            raise BrokerUnavailableError(f"broker {self.url} did not accept us", url=self.url)
+            cause = f": {self._refused}" if self._refused else ""
+            raise BrokerUnavailableError(
+                f"broker {self.url} did not accept us{cause}", url=self.url
+            )
         return self
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -135,6 +150,40 @@ class FleetClient:
         if self.connected:
             self._client.subscribe(topic_filter, qos=1)
 
+    def subscribe_flagged(self, topic_filter: str, callback: FlaggedCallback) -> None:
+        """Like ``subscribe``, and the callback learns whether the message was retained."""
+        self.subscribe(topic_filter, lambda t, p: callback(t, p, self._retained_now))
+
+    def retained(self, topic: str, timeout_s: float = 5.0) -> bytes | None:
+        """The message retained on ``topic`` now (None: none)."""
+        return self.retained_messages(topic, timeout_s).get(topic)
+
+    def retained_messages(
+        self, topic_filter: str, timeout_s: float = 5.0, grace_s: float = 0.3
+    ) -> dict[str, bytes]:
+        """Every message retained under ``topic_filter`` now, read once and unsubscribed."""
+        got: dict[str, bytes] = {}
+        lock = threading.Lock()
+
+        def on_message(topic: str, payload: bytes) -> None:
+            if self._retained_now and payload:
+                with lock:
+                    got[topic] = payload
+
+        self._routes.add(topic_filter, on_message)
+        mid: int | None = None
+        try:
+            _rc, mid = self._client.subscribe(topic_filter, qos=1)
+            # The broker sends retained messages right behind its SUBACK.
+            if mid is not None and self._subacks.setdefault(mid, threading.Event()).wait(timeout_s):
+                threading.Event().wait(grace_s)
+        finally:
+            if mid is not None:
+                self._subacks.pop(mid, None)
+            self.unsubscribe(topic_filter)
+        with lock:
+            return dict(got)
+
     def unsubscribe(self, topic_filter: str) -> None:
         self._routes.remove(topic_filter)
         if self.connected:
@@ -151,6 +200,7 @@ class FleetClient:
         _props: Properties | None,
     ) -> None:
         if reason.is_failure:
+            self._refused = f"CONNACK refused: {reason}"
             log.warning("fleet_mqtt_refused", url=self.url, reason=str(reason))
             return
         for topic_filter in self._routes.filters():
@@ -169,7 +219,14 @@ class FleetClient:
             log.info("fleet_mqtt_disconnected", url=self.url, reason=str(reason))
         self._connected.clear()
 
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: object, mid: int, *_rest: object
+    ) -> None:
+        self._subacks.setdefault(mid, threading.Event()).set()
+
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # paho dispatches from its one network thread: the flag is read within the callback.
+        self._retained_now = bool(msg.retain)
         for callback in self._routes.callbacks_for(msg.topic):
             try:
                 callback(msg.topic, bytes(msg.payload))

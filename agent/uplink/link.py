@@ -301,10 +301,17 @@ class Link:
         return ctx
 
     def _offline_payload(self) -> bytes:
-        return json.dumps({"online": False, "session": self.session}).encode()
+        # The fleet is named in every state (birth and will): `edge-fleet status --fleet`.
+        doc = {"online": False, "session": self.session, "fleet": self.topics.fleet}
+        return json.dumps(doc).encode()
 
     def _birth_payload(self) -> bytes:
-        doc = {"online": True, "session": self.session, "ts": round(self._clock.wall_s(), 3)}
+        doc = {
+            "online": True,
+            "session": self.session,
+            "ts": round(self._clock.wall_s(), 3),
+            "fleet": self.topics.fleet,
+        }
         try:
             doc.update(self._birth_extra())
         except Exception as exc:

@@ -100,7 +100,8 @@ def test_birth_then_offline_on_clean_stop(
     finally:
         up.close()
     assert rec.wait_for(lambda: len(rec.on(TOPICS.state)) >= 2)
-    assert json.loads(rec.on(TOPICS.state)[-1]) == {"online": False, "session": birth["session"]}
+    offline = json.loads(rec.on(TOPICS.state)[-1])
+    assert offline == {"online": False, "session": birth["session"], "fleet": "default"}
     rec.close()
 
 
@@ -156,7 +157,7 @@ def test_last_will_after_sigkill(mosquitto: MosquittoBroker, tmp_path: Path) -> 
     proc.wait()
     assert rec.wait_for(lambda: any(not json.loads(p)["online"] for p in rec.on(TOPICS.state)))
     will = json.loads(rec.on(TOPICS.state)[-1])
-    assert will == {"online": False, "session": session}
+    assert will == {"online": False, "session": session, "fleet": "default"}
     rec.close()
 
 

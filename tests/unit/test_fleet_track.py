@@ -1,4 +1,4 @@
-"""T23: the operator side orders op states by status_version and ignores replays."""
+"""The operator side counts only live answers to the manifest it published (issue 17)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from agent.update.transfer.wire import Topics
 
 TOPICS = Topics("ea/v1")
 DEP = "default-detector-7"
+KEY = "a" * 64
 
 
-def state(status: str, version: int, reason: str | None = None) -> bytes:
-    return json.dumps({"status": status, "status_version": version, "reason": reason}).encode()
+def state(status: str, version: int, reason: str | None = None, key: str = KEY) -> bytes:
+    doc = {"status": status, "status_version": version, "reason": reason, "key": key}
+    return json.dumps(doc).encode()
 
 
 def test_replayed_or_older_states_do_not_change_what_the_fleet_sees():
-    tracker = Tracker(TOPICS, DEP)
+    tracker = Tracker(TOPICS, DEP, KEY)
     topic = TOPICS.model_update("cam-001", DEP)
     tracker.on_message(topic, state("downloading", 1))
     tracker.on_message(topic, state("failed", 4, "health_failed"))
@@ -28,11 +30,29 @@ def test_replayed_or_older_states_do_not_change_what_the_fleet_sees():
     assert outcome(tracker.snapshot(), ["cam-001"]).failed == ("cam-001",)
 
 
+def test_retained_states_and_other_manifests_never_count():
+    tracker = Tracker(TOPICS, DEP, KEY, ["cam-001", "cam-002"])
+    topic = TOPICS.model_update("cam-001", DEP)
+    # A retained answer from before this publication, and a live one to another manifest.
+    tracker.on_message(topic, state("successful", 9), retained=True)
+    tracker.on_message(TOPICS.model_update("cam-002", DEP), state("successful", 3, key="b" * 64))
+    # A device outside the target list refusing it is not counted at all.
+    tracker.on_message(TOPICS.model_update("cam-003", DEP), state("failed", 1, "not_targeted"))
+    final = tracker.wait(timeout_s=5, answer_s=0.0)
+    assert set(final) == {"cam-001", "cam-002"}
+    assert final["cam-001"].status == "no_answer"
+    assert final["cam-001"].earlier == "successful"
+    result = outcome(final, list(final))
+    assert result.no_answer == ("cam-001", "cam-002")
+    assert not result.all_successful
+    assert result.halts(halt_on_failures=5)
+
+
 def test_garbage_and_foreign_topics_are_ignored():
-    tracker = Tracker(TOPICS, DEP)
+    tracker = Tracker(TOPICS, DEP, KEY)
     tracker.on_message(TOPICS.model_update("cam-001", DEP), b"{not json")
     tracker.on_message(TOPICS.model_update("cam-001", DEP), json.dumps({"status": "x"}).encode())
     tracker.on_message("ea/v1/elsewhere", state("successful", 9))
     assert tracker.snapshot() == {}
     tracker.on_message(TOPICS.model_update("cam-002", DEP), state("successful", 2))
-    assert outcome(tracker.snapshot(), ["cam-001", "cam-002"]).pending == ("cam-001",)
+    assert outcome(tracker.snapshot(), ["cam-001", "cam-002"]).no_answer == ("cam-001",)

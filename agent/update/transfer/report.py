@@ -1,7 +1,10 @@
 """Op states of model updates on ``<root>/d/<dev>/op/model_update/<deployment_id>``.
 
 Retained, QoS 1, with a ``status_version`` per deployment that survives restarts
-(persisted) so the fleet can order states and ignore replays of older ones.
+(persisted) so the fleet can order states and ignore replays of older ones. Every
+state carries ``key`` (the SHA-256 of the manifest envelope it answers: the fleet
+judges only answers to the manifest it published) and ``ts`` (wall time: the latest
+op across deployments, whose ``status_version``s are independent).
 A state that could not be published (link down) is kept and sent on the next flush.
 """
 
@@ -11,6 +14,8 @@ import hashlib
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,8 +50,16 @@ class Publisher(Protocol):
 
 
 class OpReporter:
-    def __init__(self, bus: Publisher, topics: Topics, device: str, state_path: Path) -> None:
+    def __init__(
+        self,
+        bus: Publisher,
+        topics: Topics,
+        device: str,
+        state_path: Path,
+        wall_s: Callable[[], float] = time.time,
+    ) -> None:
         self._bus = bus
+        self._wall_s = wall_s
         self._topics = topics
         self._device = device
         self._path = state_path
@@ -83,8 +96,10 @@ class OpReporter:
                 "status_version": version,
                 "reason": reason.value if reason is not None else None,
                 "deployment_id": deployment_id,
+                "ts": round(self._wall_s(), 3),
                 **fields,
             }
+            changed = (previous.get("status"), previous.get("reason")) != (status, doc["reason"])
             self._known[deployment_id] = {
                 "status_version": version,
                 "status": status,
@@ -95,7 +110,10 @@ class OpReporter:
                 self._known.pop(next(iter(self._known)))
             atomic_write_json(self._path, self._known, mode=0o600)
             self._unsent[deployment_id] = json.dumps(doc, sort_keys=True).encode("utf-8")
-        log.info("model_update_state", deployment=deployment_id, status=status, reason=reason)
+        # Progress reports repeat the status: logged once per change, not once a second.
+        (log.info if changed else log.debug)(
+            "model_update_state", deployment=deployment_id, status=status, reason=reason
+        )
         self.flush()
         return doc
 
