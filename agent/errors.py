@@ -38,6 +38,8 @@ class Reason(str, enum.Enum):
     DOWNLOAD_FAILED = "download_failed"
     # The model's outputs do not fit the slot's decoder (found at load or on live frames).
     DECODER_MISMATCH = "decoder_mismatch"
+    # Operator side only: a targeted device sent no state for this publication in time.
+    NO_ANSWER = "no_answer"
     # Not update reasons, but rejections of operator input on the command channel.
     MALFORMED = "malformed"
     UNKNOWN_OPERATION = "unknown_operation"
