@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.daemon.instance import check_socket_path
 from agent.errors import DaemonNotRunningError, TransportError
 from agent.log import get_logger
 
@@ -88,9 +89,14 @@ class ControlServer:
     """Serves the control socket from one thread until ``stop`` is set."""
 
     def __init__(
-        self, socket_path: Path, handlers: dict[str, Handler], stop: threading.Event
+        self,
+        socket_path: Path,
+        handlers: dict[str, Handler],
+        stop: threading.Event,
+        protected: list[Path] | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.protected = protected or []
         self.handlers = handlers
         self._stop = stop
         self._sock: socket.socket | None = None
@@ -98,8 +104,8 @@ class ControlServer:
 
     def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        # Never unlink a file that is not a socket, nor a socket another daemon answers on.
+        check_socket_path(self.socket_path, self.protected)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Create the socket with no access for others, then widen to the group only.
         old_umask = os.umask(0o177)

@@ -20,6 +20,7 @@ from typing import Any
 from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig
+from agent.daemon import instance
 from agent.daemon.control import ControlServer
 from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
@@ -29,9 +30,11 @@ from agent.daemon.pipelines import (
     default_pipeline_factory,
     installed_model_paths,
 )
+from agent.errors import InstanceError
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.update.engines.refresh import EngineRefresher, start_engine_refresh
+from agent.update.transfer.service import UpdateService
 from agent.update.transfer.wiring import start_update_service
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage
@@ -85,6 +88,7 @@ class Supervisor:
         self.alarms: Alarms | None = None
         self.commands: CommandDispatcher | None = None
         self.engines: EngineRefresher | None = None
+        self.updates: UpdateService | None = None
         self._cpu = CpuMeter()
         tel = self.config.telemetry
         self.drift = DriftMonitor(
@@ -101,6 +105,10 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # One daemon per state dir and per socket: refuse before touching anything else.
+        held = instance.acquire(self.state_dir)
+        self._stops.append(("instance", held.release))
+        instance.check_socket_path(self.socket_path, self.protected_dirs())
 
         self.outbox = Outbox(self.state_dir, cfg.outbox, self.topics.detection_counts, self.clock)
         self.outbox.start()
@@ -134,18 +142,27 @@ class Supervisor:
         # Model updates over MQTT: stopped before the pipeline (stops run in reverse).
         updates = start_update_service(cfg, self.link, self.pipeline, self.stop_event)
         if updates is not None:
+            self.updates = updates
             self._stops.append(("updates", updates.join))
 
         self.commands.start(self.stop_event)
         self._stops.append(("commands", self._join_commands))
 
         control = ControlServer(
-            Path(cfg.control.socket_path), build_control_handlers(self), self.stop_event
+            self.socket_path, build_control_handlers(self), self.stop_event, self.protected_dirs()
         )
         control.start()
         self._stops.append(("control", control.stop))
         notify("READY=1")
         log.info("daemon_started", pid=os.getpid(), version=__version__, device=cfg.device.id)
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.config.control.socket_path)
+
+    def protected_dirs(self) -> list[Path]:
+        """Where the control socket may never be created (other files are never replaced)."""
+        return [self.state_dir]
 
     def _sink(self) -> EventSink:
         assert self.outbox is not None
@@ -176,6 +193,11 @@ class Supervisor:
         try:
             self.start()
             self._loop()
+        except InstanceError as exc:
+            # Another daemon owns this state dir or socket: say who, touch nothing of theirs.
+            log.error("daemon_refused", error=exc.message, **exc.data)  # noqa: TRY400
+            self.exit_code = exc.exit_code
+            raise
         finally:
             self.shutdown()
         return self.exit_code
@@ -312,7 +334,7 @@ class Supervisor:
 
     def stats_doc(self) -> dict[str, Any]:
         board = self.config.board
-        return stats_document(
+        doc = stats_document(
             ts=self.clock.wall_s(),
             uptime_s=self.clock.monotonic_s() - self.started_mono_s,
             pipeline=self.pipeline.stats_snapshot() if self.pipeline else {},
@@ -321,6 +343,9 @@ class Supervisor:
             link=self.link_info(),
             drift=self._drift,
         )
+        if self.updates is not None:  # junk on the update topics, counted (issue 18)
+            doc["update"] = {"unverified_input": self.updates.unverified.snapshot()}
+        return doc
 
     def publish_stats(self) -> None:
         if self.outbox is not None:
