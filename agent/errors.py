@@ -45,6 +45,12 @@ class Reason(str, enum.Enum):
     UNKNOWN_OPERATION = "unknown_operation"
     INVALID_CONFIG = "invalid_config"  # a desired config that does not validate
     NO_FRAME = "no_frame"  # a snapshot of a camera that has not delivered a frame yet
+    # The daemon side doors (issues 17, 18): one daemon per state dir, safe socket paths,
+    # remote config allow-list, one installer at a time.
+    ALREADY_RUNNING = "already_running"  # another daemon holds the state dir or socket
+    UNSAFE_PATH = "unsafe_path"  # a socket path that would replace a file that is not ours
+    NOT_ALLOWED = "not_allowed"  # a remote config key off the allow-list
+    INSTALL_BUSY = "install_busy"  # another install/rollback holds the install lock
 
     def __str__(self) -> str:
         return self.value
@@ -263,3 +269,21 @@ class DaemonNotRunningError(AgentError):
     """The local control socket is not there: the daemon is not running."""
 
     exit_code = 3
+
+
+class InstanceError(AgentError):
+    """This daemon must not start: another holds the state dir or socket, or a path is unsafe."""
+
+    def __init__(self, reason: Reason, message: str, **data: Any) -> None:
+        super().__init__(message, reason=reason.value, **data)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.message}"
+
+
+class InstallBusyError(UpdateError):
+    """Another install, rollback or recovery holds the install lock (``holder`` says who)."""
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(Reason.INSTALL_BUSY, message, **data)

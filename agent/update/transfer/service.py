@@ -25,7 +25,8 @@ from agent.update.store.installer import Installer
 from agent.update.store.outcome import InstallResult
 from agent.update.transfer.freshness import FreshnessWatch
 from agent.update.transfer.pull import StreamPull
-from agent.update.transfer.report import OpReporter, report_id
+from agent.update.transfer.report import OpReporter
+from agent.update.transfer.screen import UnverifiedInput, authentic_manifest, signed_manifest
 from agent.update.transfer.session import Progress, TransferSession
 from agent.update.transfer.settings import Bus, ServiceSettings, Superseded
 from agent.update.transfer.source import BundleFetcher
@@ -77,6 +78,13 @@ class UpdateService:
             clock=self._clock,
         )
         self.freshness.on_refetch = self._refetch
+        self.unverified = UnverifiedInput(
+            bus,
+            topics,
+            settings.device_id,
+            self._clock,
+            alarm_interval_s=settings.unverified_alarm_interval_s,
+        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.pull = StreamPull(
@@ -89,6 +97,7 @@ class UpdateService:
             clock=self._clock,
         )
         self._deploys: dict[str, bytes] = {}
+        self._screened: tuple[bytes, bool] | None = None  # last pending manifest checked
         self._root: bytes | None = None
         self.results: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
@@ -158,9 +167,37 @@ class UpdateService:
                 envelope = self._deploys.pop(slot)
             self._deploy(slot, envelope)
 
-    def _superseded(self, slot: str) -> bool:
+    def _superseded(self, slot: str, current: Verified) -> bool:
+        """A signed, newer manifest for ``slot`` is waiting; unverifiable ones are dropped here.
+
+        Checked before superseding, so a junk message on ``deploy/<slot>`` (or a replay of
+        an older signed manifest) cannot abort a signed transfer in progress.
+        """
         with self._lock:
-            return slot in self._deploys
+            pending = self._deploys.get(slot)
+        if pending is None:
+            return False
+        if pending == current.envelope_bytes:
+            self._drop_pending(slot, pending)  # the same retained manifest, redelivered
+            return False
+        if self._screened is not None and self._screened[0] is pending:
+            return self._screened[1]  # checked on an earlier tick: signatures cost a verify
+        try:
+            offered = authentic_manifest(pending, self._installer.trust.load_root())
+        except UpdateError as exc:
+            self._drop_pending(slot, pending)
+            source = self._topics.deploy(self.settings.fleet, slot)
+            self.unverified.record(source, exc.reason, exc.message)
+            return False
+        # Signed but not newer (a replay): handled and reported once this transfer is done.
+        newer = offered.manifest_version > current.manifest.manifest_version
+        self._screened = (pending, newer)
+        return newer
+
+    def _drop_pending(self, slot: str, envelope: bytes) -> None:
+        with self._lock:
+            if self._deploys.get(slot) is envelope:
+                del self._deploys[slot]
 
     @property
     def corrupt_frames(self) -> int:
@@ -178,16 +215,25 @@ class UpdateService:
                 return
             self._installer.apply_roots([data])
         except UpdateError as exc:
-            log.warning("trust_root_rejected", reason=exc.reason.value, error=exc.message)
+            log.debug("trust_root_rejected", reason=exc.reason.value, error=exc.message)
+            self.unverified.record(
+                self._topics.trust_root(self.settings.fleet), exc.reason, exc.message
+            )
 
     def _deploy(self, slot: str, envelope: bytes) -> None:
         key = hashlib.sha256(envelope).hexdigest()
         try:
             verified = self._installer.verify(envelope)
         except UpdateError as exc:
+            signed = signed_manifest(envelope, self._installer.trust.load_root())
+            if signed is None:
+                # Not authentic: no op state (its claimed id may be a real deployment's).
+                source = self._topics.deploy(self.settings.fleet, slot)
+                self.unverified.record(source, exc.reason, exc.message)
+                return
             log.warning("deployment_rejected", slot=slot, reason=exc.reason.value)
             doc = self.reporter.report(
-                report_id(envelope), "failed", exc.reason, detail=exc.message, key=key
+                signed.deployment_id, "failed", exc.reason, detail=exc.message, key=key
             )
             self.results.append(doc)
             return
@@ -231,8 +277,9 @@ class UpdateService:
             return
         status, default_reason = _OUTCOME.get(result.outcome, ("failed", Reason.INCONSISTENT))
         reason = result.reason or default_reason
+        extra = {"shadow": result.shadow} if result.shadow else {}  # shadow-trial figures
         doc = self.reporter.report(
-            dep, status, reason, outcome=result.outcome, detail=result.detail, **common
+            dep, status, reason, outcome=result.outcome, detail=result.detail, **common, **extra
         )
         self.results.append(doc)
         TransferSession.remove(transfer_dir)
@@ -241,11 +288,9 @@ class UpdateService:
         """From the manifest's HTTPS URL when it has one (and this device uses HTTPS), else MQTT."""
         manifest = verified.manifest
         started = self._clock.monotonic_s()
-        superseded = functools.partial(self._superseded, manifest.slot)
+        superseded = functools.partial(self._superseded, manifest.slot, verified)
         if self._https is None or manifest.https is None:
-            return self.pull.pull(
-                verified, common, started, functools.partial(self._superseded, manifest.slot)
-            )
+            return self.pull.pull(verified, common, started, superseded)
         dep, last = manifest.deployment_id, [started]
 
         def keep_going() -> bool:
@@ -272,6 +317,4 @@ class UpdateService:
             log.warning("https_fallback_mqtt", reason=exc.reason.value, error=exc.message)
             fallback = f"{exc.reason.value}: {exc.message}"
             self.reporter.report(dep, "downloading", source="mqtt", fallback=fallback, **common)
-            return self.pull.pull(
-                verified, common, started, functools.partial(self._superseded, manifest.slot)
-            )
+            return self.pull.pull(verified, common, started, superseded)

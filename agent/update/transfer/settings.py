@@ -25,6 +25,8 @@ class ServiceSettings:
     deadline_s: float = 3600.0
     progress_interval_s: float = 1.0
     freshness_check_s: float = 30.0
+    # Unverifiable input (junk on deploy/trust topics) republishes its alarm at most this often.
+    unverified_alarm_interval_s: float = 60.0
     # Settle an install interrupted by a restart on this thread, not the daemon's start-up.
     recover_on_start: bool = False
 
