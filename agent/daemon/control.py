@@ -1,8 +1,13 @@
 """Local control socket: the running daemon answers status and diag requests over a Unix socket.
 
 Protocol: one JSON object on one line in, one JSON object on one line out, then
-the server closes. Ops: ``status``, ``diag``; anything else answers
+the server closes. Ops: ``status``, ``diag``, ``update_*``; anything else answers
 ``{"ok": false, "error": "unknown_operation"}``.
+
+Each connection gets its own thread and deadlines (the request line within
+``REQUEST_DEADLINE_S``, the reply within ``REPLY_DEADLINE_S``), so idle or slow
+clients never keep ``status`` from answering; past ``MAX_CONNECTIONS`` at once a new
+client is told ``busy`` at once instead of waiting.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +30,22 @@ log = get_logger(__name__)
 
 SOCKET_MODE = 0o660
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_CONNECTIONS = 16
+REQUEST_DEADLINE_S = 5.0
+REPLY_DEADLINE_S = 10.0
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _read_line(conn: socket.socket, limit: int) -> bytes:
+def _read_line(conn: socket.socket, limit: int, deadline_s: float | None = None) -> bytes:
+    """One line; with ``deadline_s`` the whole line (not each recv) must arrive in time."""
     buf = bytearray()
+    end = None if deadline_s is None else time.monotonic() + deadline_s
     while b"\n" not in buf and len(buf) < limit:
+        if end is not None:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request line not complete before the deadline")
+            conn.settimeout(left)
         chunk = conn.recv(4096)
         if not chunk:
             break
@@ -101,6 +117,7 @@ class ControlServer:
         self._stop = stop
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +131,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         self.socket_path.chmod(SOCKET_MODE)
-        sock.listen(8)
+        sock.listen(MAX_CONNECTIONS)
         sock.settimeout(0.2)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -132,14 +149,32 @@ class ControlServer:
                 if not self._stop.is_set():
                     log.warning("control_accept_failed", error=str(exc))
                 return
+            if not self._slots.acquire(blocking=False):
+                self._refuse_busy(conn)
+                continue
+            worker = threading.Thread(
+                target=self._answer_and_close, args=(conn,), name="control-conn", daemon=True
+            )
+            worker.start()
+
+    def _refuse_busy(self, conn: socket.socket) -> None:
+        log.warning("control_busy", limit=MAX_CONNECTIONS)
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(0.5)
+            conn.sendall(b'{"ok": false, "error": "busy"}\n')
+
+    def _answer_and_close(self, conn: socket.socket) -> None:
+        try:
             with conn:
                 self._answer(conn)
+        finally:
+            self._slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(5.0)
-            raw = _read_line(conn, MAX_REQUEST_BYTES)
+            raw = _read_line(conn, MAX_REQUEST_BYTES, REQUEST_DEADLINE_S)
             reply = dispatch(self.handlers, raw)
+            conn.settimeout(REPLY_DEADLINE_S)
             conn.sendall(json.dumps(reply, default=str).encode("utf-8") + b"\n")
         except Exception as exc:
             log.warning("control_request_failed", error=str(exc))
