@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from agent.errors import CommandError, Reason
 from agent.fleet.deliver import add_broker_args, connect
+from agent.fleet.fleetview import age, device_row, last_seen, render_lines
 from agent.fleet.keys import signers_for
 from agent.update.store.truststore import load_root_file
 from agent.update.transfer.heartbeat import Latest, make_heartbeat
@@ -52,7 +51,7 @@ def run_heartbeat(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect(client: Any, root: str, wait_s: float) -> dict[str, dict[str, Any]]:
+def collect(client: Any, root: str, wait_s: float, device: str = "+") -> dict[str, dict[str, Any]]:
     """Retained device topics (state, health, op states, alarms) gathered for ``wait_s``."""
     devices: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
@@ -76,30 +75,11 @@ def collect(client: Any, root: str, wait_s: float) -> dict[str, dict[str, Any]]:
                 entry["ops"][f"{parts[3]}/{parts[4]}"] = doc
 
     for suffix in ("state", "health", "a/+", "op/+/+"):
-        client.subscribe(f"{root}/d/+/{suffix}", on_message)
+        client.subscribe(f"{root}/d/{device}/{suffix}", on_message)
     time.sleep(wait_s)
     with lock:
         snapshot: dict[str, dict[str, Any]] = json.loads(json.dumps(devices))
     return snapshot
-
-
-def _row(device: str, entry: dict[str, Any]) -> dict[str, Any]:
-    state = entry.get("state", {})
-    ops = entry.get("ops", {})
-    current = max(ops.items(), key=lambda kv: kv[1].get("status_version", 0), default=None)
-    return {
-        "device": device,
-        "online": bool(state.get("online", False)),
-        "agent_version": state.get("agent_version"),
-        "models": state.get("models", {}),
-        "health": entry.get("health", {}).get("status"),
-        "alarms": sorted(entry.get("alarms", {})),
-        "operation": (
-            {"op": current[0], **{k: current[1].get(k) for k in ("status", "reason")}}
-            if current
-            else None
-        ),
-    }
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -108,32 +88,16 @@ def run_status(args: argparse.Namespace) -> int:
         devices = collect(client, args.topic_root, args.wait)
     finally:
         client.close()
-    rows = [_row(d, e) for d, e in sorted(devices.items())]
+    rows = [device_row(d, e) for d, e in sorted(devices.items())]
     if args.fleet:
-        rows = [
-            r
-            for r in rows
-            if devices[r["device"]].get("state", {}).get("fleet", args.fleet) == args.fleet
-        ]
+        rows = [r for r in rows if r["fleet"] == args.fleet]
     if args.json:
         print(json.dumps({"devices": rows}))
         return 0
-    table = Table(title=f"edge-agent fleet ({len(rows)} devices)")
-    for column in ("device", "online", "models", "health", "alarms", "operation"):
-        table.add_column(column)
-    for row in rows:
-        op = row["operation"]
-        table.add_row(
-            row["device"],
-            "yes" if row["online"] else "no",
-            json.dumps(row["models"]) if row["models"] else "-",
-            row["health"] or "-",
-            ",".join(row["alarms"]) or "-",
-            f"{op['op']} {op['status']}" + (f" ({op['reason']})" if op["reason"] else "")
-            if op
-            else "-",
-        )
-    Console().print(table)
+    title = f"fleet {args.fleet}" if args.fleet else "all fleets"
+    print(f"{len(rows)} device(s), {title}")
+    if rows:
+        print("\n".join(line.rstrip() for line in render_lines(rows, time.time())))
     return 0
 
 
@@ -167,11 +131,30 @@ def run_cmd(args: argparse.Namespace) -> int:
         client.subscribe(topics.op(args.device, args.op, cmd_id), on_state)
         client.publish_wait(topics.cmd(args.device, args.op, cmd_id), json.dumps(body).encode())
         finished = done.wait(args.timeout)
+        seen = None if last else _seen(client, args.topic_root, args.device)
     finally:
         client.close()
     if args.json:
-        print(json.dumps({"cmd_id": cmd_id, "state": last, "finished": finished}))
+        doc: dict[str, Any] = {"cmd_id": cmd_id, "state": last, "finished": finished}
+        if seen is not None:
+            doc["no_answer"] = seen
+        print(json.dumps(doc))
+    elif seen is not None:
+        print(f"no answer from {args.device} in {args.timeout:g} s ({seen})", file=sys.stderr)
+    elif not finished:
+        print(f"{args.device}: no final state in {args.timeout:g} s", file=sys.stderr)
     return 0 if finished and last.get("status") == "successful" else 1
+
+
+def _seen(client: Any, root: str, device: str) -> str:
+    """Where a silent device stands, from its retained topics: last seen, offline, unknown."""
+    entry = collect(client, root, 0.5, device=device).get(device)
+    if entry is None:
+        return "never seen on this broker: unknown device?"
+    stamp = last_seen(entry)
+    online = entry.get("state", {}).get("online")
+    when = f"last seen {age(time.time() - stamp)}" if stamp is not None else "last seen: unknown"
+    return when + ("" if online else ", offline")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

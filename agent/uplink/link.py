@@ -188,9 +188,9 @@ class Link:
         client = self._client
         if client is not None and self.connected:
             try:
-                info = client.publish(
-                    self.topics.state, self._offline_payload(), qos=1, retain=True
-                )
+                # A clean stop knows its time (the will, set at connect, does not).
+                payload = self._offline_payload(ts=round(self._clock.wall_s(), 3))
+                info = client.publish(self.topics.state, payload, qos=1, retain=True)
                 info.wait_for_publish(min(timeout_s, 2.0))
             except (RuntimeError, ValueError) as exc:
                 log.warning("mqtt_offline_publish_failed", error=str(exc))
@@ -300,9 +300,11 @@ class Link:
             ctx.load_cert_chain(self.cfg.cert, self.cfg.key or None, password=password)
         return ctx
 
-    def _offline_payload(self) -> bytes:
+    def _offline_payload(self, ts: float | None = None) -> bytes:
         # The fleet is named in every state (birth and will): `edge-fleet status --fleet`.
-        doc = {"online": False, "session": self.session, "fleet": self.topics.fleet}
+        doc: dict[str, Any] = {"online": False, "session": self.session, "fleet": self.topics.fleet}
+        if ts is not None:
+            doc["ts"] = ts
         return json.dumps(doc).encode()
 
     def _birth_payload(self) -> bytes:

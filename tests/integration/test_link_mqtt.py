@@ -101,6 +101,7 @@ def test_birth_then_offline_on_clean_stop(
         up.close()
     assert rec.wait_for(lambda: len(rec.on(TOPICS.state)) >= 2)
     offline = json.loads(rec.on(TOPICS.state)[-1])
+    assert offline.pop("ts") >= birth["ts"]  # a clean stop says when
     assert offline == {"online": False, "session": birth["session"], "fleet": "default"}
     rec.close()
 
