@@ -44,6 +44,15 @@ class ModelConfig(StrictModel):
             "padded) for detection decoders, squash for classify."
         ),
     )
+    crop_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description=(
+            "resize_mode crop: central part of the frame's short side kept (0.875 is the "
+            "resize-256, centre-crop-224 of ImageNet classifiers)."
+        ),
+    )
     color_order: Literal["rgb", "bgr"] = Field(
         default="rgb", description="Channel order the model expects."
     )
@@ -74,6 +83,13 @@ class ModelConfig(StrictModel):
         ),
     )
     nms_iou: float = Field(default=0.3, gt=0, le=1, description="IoU above which boxes merge.")
+    agnostic_nms: bool = Field(
+        default=False,
+        description=(
+            "yolo: one NMS across classes (overlapping boxes of different classes suppress "
+            "each other), as Ultralytics' agnostic_nms; false keeps one box per class."
+        ),
+    )
     max_detections: int = Field(default=50, ge=1, le=1000, description="Detections kept per frame.")
     top_k: int = Field(
         default=5, ge=1, le=100, description="Classes reported by the classify decoder."

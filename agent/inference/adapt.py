@@ -89,6 +89,7 @@ class ModelHints:
 class InputPlan:
     resize_mode: ResizeMode
     color_order: ColorOrder
+    crop_fraction: float
     affine: Affine | None  # None: integer input fed raw pixels (uint8) or pixel - 128 (int8)
     sources: dict[str, str]
 
@@ -140,6 +141,7 @@ def plan_input(model: ModelConfig, spec: InputSpec, hints: ModelHints | None = N
     return InputPlan(
         resize_mode=mode,
         color_order=model.color_order,
+        crop_fraction=model.crop_fraction,
         affine=affine,
         sources={"resize_mode": mode_source, "normalisation": norm_source},
     )

@@ -131,7 +131,7 @@ def _classify_output(backend: Backend) -> tuple[str, str]:
     """("probabilities" | "logits", why): the quantisation says it, else one test run does."""
     spec = backend.output_specs[0]
     if output_kind(spec, "auto") == "probabilities":
-        return "probabilities", "uint8 softmax output (scale 1/256)"
+        return "probabilities", "quantised softmax output (scale 1/256)"
     if not np.issubdtype(spec.dtype, np.floating):
         return "logits", "integer output without the softmax quantisation"
     scores = np.asarray(backend.infer(backend.input_buffer())[0], np.float64).reshape(-1)

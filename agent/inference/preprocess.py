@@ -60,9 +60,19 @@ class _Plan:
 
 
 def plan_fit(
-    frame_w: int, frame_h: int, in_w: int, in_h: int, mode: ResizeMode
+    frame_w: int,
+    frame_h: int,
+    in_w: int,
+    in_h: int,
+    mode: ResizeMode,
+    *,
+    crop_fraction: float = 1.0,
 ) -> tuple[Transform, tuple[int, int, int, int], tuple[int, int], tuple[int, int]]:
-    """Pure geometry of one resize mode: transform, frame crop, resized size, paste offset."""
+    """Pure geometry of one resize mode: transform, frame crop, resized size, paste offset.
+
+    ``crop_fraction`` (crop mode) keeps that central part of the largest crop of the
+    input's aspect: 0.875 is the "resize to 256, centre-crop 224" of ImageNet models.
+    """
     if mode == "squash":
         return (
             Transform(float(frame_w), 0.0, float(frame_h), 0.0, frame_w, frame_h),
@@ -77,7 +87,7 @@ def plan_fit(
         sx, sy = new_w / frame_w, new_h / frame_h
         transform = Transform(in_w / sx, -pad_x / sx, in_h / sy, -pad_y / sy, frame_w, frame_h)
         return transform, (0, 0, frame_w, frame_h), (new_w, new_h), (pad_x, pad_y)
-    scale = max(in_w / frame_w, in_h / frame_h)
+    scale = max(in_w / frame_w, in_h / frame_h) / crop_fraction
     # At least one pixel: an input far narrower than the frame's aspect would round to zero.
     crop_w = max(1, min(frame_w, round(in_w / scale)))
     crop_h = max(1, min(frame_h, round(in_h / scale)))
@@ -111,6 +121,7 @@ class Preprocessor:
         input_range: InputRange = "auto",
         *,
         channel_affine: tuple[Sequence[float], Sequence[float]] | None = None,
+        crop_fraction: float = 1.0,
     ) -> None:
         """``channel_affine`` (per-channel scale, offset on 0..255 pixels) overrides the range.
 
@@ -119,6 +130,7 @@ class Preprocessor:
         """
         self._spec = spec
         self._mode = resize_mode
+        self._crop_fraction = crop_fraction
         self._rgb = color_order == "rgb"
         self._scale, self._offset = normalisation(spec.tensor.dtype, input_range)
         self._channels: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
@@ -139,7 +151,16 @@ class Preprocessor:
     def _plan(self, frame_w: int, frame_h: int) -> _Plan:
         plan = self._plans.get((frame_w, frame_h))
         if plan is None:
-            plan = _Plan(*plan_fit(frame_w, frame_h, self._in_w, self._in_h, self._mode))
+            plan = _Plan(
+                *plan_fit(
+                    frame_w,
+                    frame_h,
+                    self._in_w,
+                    self._in_h,
+                    self._mode,
+                    crop_fraction=self._crop_fraction,
+                )
+            )
             self._plans[(frame_w, frame_h)] = plan
         return plan
 

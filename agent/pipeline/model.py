@@ -140,7 +140,12 @@ def wire(
     plan = plan_input(model, spec, hints)
     affine = (plan.affine.scale, plan.affine.offset) if plan.affine else None
     preprocessor = Preprocessor(
-        spec, plan.resize_mode, plan.color_order, "auto", channel_affine=affine
+        spec,
+        plan.resize_mode,
+        plan.color_order,
+        "auto",
+        channel_affine=affine,
+        crop_fraction=plan.crop_fraction,
     )
     decoder = make_decoder(
         model.model_copy(update={"path": str(path)}), spec, backend.output_specs, hints.labels

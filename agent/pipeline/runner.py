@@ -24,7 +24,7 @@ from agent.capture.worker import CameraCapture, CaptureSettings
 from agent.config.camera import CameraConfig
 from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
-from agent.errors import AgentError, ModelLoadError
+from agent.errors import AgentError, DecoderMismatchError, ModelLoadError
 from agent.events.filters import Debouncer
 from agent.events.motion import MotionGate
 from agent.events.seq import SeqAllocator
@@ -230,6 +230,15 @@ class Pipeline:
                     "error": self._load_errors.get(slot, worker.last_error),
                 }
         return info
+
+    def decoder_fault(self, slot: str) -> DecoderMismatchError | None:
+        """Why ``slot`` is down for its decoder (reason ``decoder_mismatch``), else None.
+
+        Set after ``faults.DECODER_FAILURE_LIMIT`` consecutive frames fail to decode;
+        an update trial reports it as ``decoder_mismatch`` rather than ``health_failed``.
+        """
+        worker = self._workers.get(slot)
+        return None if worker is None else worker.faults.decoder_fault
 
     def health_snapshot(self) -> dict[str, dict[str, str]]:
         now = time.monotonic()

@@ -83,6 +83,7 @@ def make_decoder(
             score_threshold=threshold,
             iou_threshold=model.nms_iou,
             max_detections=model.max_detections,
+            agnostic=model.agnostic_nms,
         )
     else:
         kind = output_kind(output_specs[0] if output_specs else None, model.output)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import DecoderError
-from agent.events.nms import nms
+from agent.events.nms import iou_one_to_many
 from agent.events.types import Detection
 from agent.inference.decoders.common import FloatArray, sigmoid, to_detections
 from agent.inference.preprocess import Transform
@@ -109,6 +109,31 @@ class BlazeFaceDecoder:
         boxes, scores = self.decode_normalised(
             np.asarray(regressors, np.float32), np.asarray(logits, np.float32)
         )
-        kept = nms(boxes, scores, self._iou, self._max)
-        frame_boxes = transform.boxes_to_frame(boxes[kept])
-        return to_detections(frame_boxes, scores[kept], np.zeros(len(kept), np.int64), self._labels)
+        blended, best = blend_overlaps(boxes, scores, self._iou, self._max)
+        frame_boxes = transform.boxes_to_frame(blended)
+        return to_detections(frame_boxes, best, np.zeros(len(best), np.int64), self._labels)
+
+
+def blend_overlaps(
+    boxes: FloatArray, scores: FloatArray, iou_threshold: float, max_keep: int
+) -> tuple[FloatArray, FloatArray]:
+    """MediaPipe's weighted NMS: each kept box is the score-weighted mean of its overlaps.
+
+    BlazeFace fires on several neighbouring anchors per face; MediaPipe's graphs blend
+    them (NonMaxSuppressionCalculator, WEIGHTED) rather than keep the best one, which
+    is a few pixels off. The score stays the best one's.
+    """
+    order = np.argsort(-scores, kind="stable")
+    kept_boxes: list[FloatArray] = []
+    kept_scores: list[float] = []
+    while order.size and len(kept_boxes) < max_keep:
+        best, rest = int(order[0]), order[1:]
+        overlap = iou_one_to_many(boxes[best], boxes[rest]) if rest.size else np.zeros(0)
+        group = np.concatenate([[best], rest[overlap > iou_threshold]])
+        weights = scores[group].astype(np.float64)
+        kept_boxes.append((boxes[group] * weights[:, None]).sum(axis=0) / weights.sum())
+        kept_scores.append(float(scores[best]))
+        order = rest[overlap <= iou_threshold]
+    if not kept_boxes:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return np.array(kept_boxes, np.float32), np.array(kept_scores, np.float32)

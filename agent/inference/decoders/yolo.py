@@ -38,8 +38,10 @@ class YoloDecoder:
         score_threshold: float,
         iou_threshold: float,
         max_detections: int,
+        agnostic: bool = False,
     ) -> None:
         self._w, self._h = input_w, input_h
+        self._agnostic = agnostic
         self._labels = labels
         self._threshold = score_threshold
         self._iou = iou_threshold
@@ -66,7 +68,8 @@ class YoloDecoder:
             cxcywh = (cxcywh / np.array([self._w, self._h, self._w, self._h])).astype(np.float32)
         half = cxcywh[:, 2:4] / 2
         boxes = np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
-        kept = nms(boxes, scores[keep], self._iou, self._max, classes=class_ids[keep])
+        classes = None if self._agnostic else class_ids[keep]
+        kept = nms(boxes, scores[keep], self._iou, self._max, classes=classes)
         return to_detections(
             transform.boxes_to_frame(boxes[kept]),
             scores[keep][kept],
