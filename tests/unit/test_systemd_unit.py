@@ -285,3 +285,15 @@ def test_the_checkout_wrapper_runs_setup_service(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert (root / "etc/systemd/system/edge-agent.service").read_text() == UNIT.read_text()
+
+
+def test_the_live_system_needs_root(monkeypatch, capsys):
+    import os
+
+    from agent.cli.main import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["setup-service"]) == 1
+    err = capsys.readouterr().err
+    assert "not_root: setup-service changes /etc and systemd" in err
+    assert "Traceback" not in err
