@@ -131,3 +131,38 @@ def test_human_publish_output_names_every_device(
         assert "2 device(s): 1 successful, 0 failed, 1 no answer" in out
     finally:
         live.close()
+
+
+def test_rollout_prints_stages_and_counts_only_targeted_devices(
+    mosquitto, keys, tmp_path, short_range_model, capsys
+):
+    names = ["cam-a", "cam-b", "cam-c"]
+    bundle = make_bundle(keys, tmp_path / "b", short_range_model, 3, devices=names)
+    devices: list[Device] = []
+    try:
+        devices.extend(start_device(mosquitto, keys, tmp_path / n, device_id=n) for n in names)
+        code = fleet_main(
+            [
+                *("rollout", str(bundle), "--broker", mosquitto.url, "--keys", str(keys)),
+                *("--canary", "1", "--timeout", "40"),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert code == 0, out
+        # (devices log to stdout here: they run in this process)
+        lines = out.splitlines()
+        assert (
+            f"stage 1/2 canary: 1 device(s) [cam-a], deployment {FLEET}-detector-3-canary, "
+            "manifest v3"
+        ) in lines
+        assert "  1 device(s): 1 successful, 0 failed, 0 no answer" in lines
+        assert (
+            f"stage 2/2 rest: 2 device(s) [cam-b cam-c], deployment {FLEET}-detector-3, manifest v4"
+        ) in lines
+        assert "  2 device(s): 2 successful, 0 failed, 0 no answer" in lines
+        # cam-b and cam-c rightly refused the canary manifest: not a failure, not listed.
+        assert "not_targeted" not in out
+        assert "failed (" not in out
+    finally:
+        for device in devices:
+            device.close()

@@ -56,3 +56,14 @@ def test_garbage_and_foreign_topics_are_ignored():
     assert tracker.snapshot() == {}
     tracker.on_message(TOPICS.model_update("cam-002", DEP), state("successful", 2))
     assert outcome(tracker.snapshot(), ["cam-001", "cam-002"]).no_answer == ("cam-001",)
+
+
+def test_progress_moves_with_bytes_and_phases():
+    tracker = Tracker(TOPICS, DEP, KEY)
+    topic = TOPICS.model_update("cam-001", DEP)
+    doc = json.loads(state("downloading", 1))
+    doc["progress"] = {"bytes_done": 250, "bytes_total": 1000}
+    tracker.on_message(topic, json.dumps(doc).encode())
+    assert tracker.snapshot()["cam-001"].fraction == 0.25
+    tracker.on_message(topic, state("installing", 2))
+    assert tracker.snapshot()["cam-001"].fraction == 1.0
