@@ -63,18 +63,21 @@ def shipped_dir(name: str) -> Path | None:
 
 
 def cache_dir() -> Path:
-    """$EDGE_AGENT_CACHE_DIR, else the XDG cache; a per-user temp dir when that is read-only."""
+    """$EDGE_AGENT_CACHE_DIR, else the XDG cache; a private temp dir when that is not writable."""
     if env := os.environ.get(CACHE_ENV):
         return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    preferred = Path(xdg) / "edge-agent"
     try:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        preferred = Path(xdg) / "edge-agent"
         preferred.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        preferred = Path(tempfile.gettempdir()) / f"edge-agent-{os.getuid()}"
-        preferred.mkdir(mode=0o700, exist_ok=True)
-        return preferred
-    return preferred if os.access(preferred, os.W_OK) else Path(tempfile.gettempdir())
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except (OSError, RuntimeError):  # RuntimeError: no home directory at all
+        pass
+    # Per user and 0700: another user cannot plant a clip here.
+    private = Path(tempfile.gettempdir()) / f"edge-agent-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    return private
 
 
 def _packaged_clip_key(images: Path) -> str:
