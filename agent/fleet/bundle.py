@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from agent.update.store.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR
 from agent.update.store.truststore import load_root_file
 from agent.update.trust.envelope import canonical_bytes, sign_envelope
 from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
-from agent.update.trust.root import format_time
+from agent.update.trust.root import Root, format_time
 
 DAY_S = 86400
 DEFAULT_CHUNK = 128 * 1024
@@ -118,8 +119,37 @@ def create_bundle(
     if bad or len(set(names)) != len(names):
         raise CommandError(Reason.BAD_NAME, f"bundle file names must be unique and safe: {bad}")
     _https_block(spec)  # refuse a bad URL before anything is written
+    require_inputs(spec.model, files)
     root = load_root_file(keys_dir / "root.json")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_bundle(spec, keys_dir, out_dir, root, now_s)
+    except BaseException:
+        if created:  # nothing half-written left behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def require_inputs(model: Path, files: Sequence[Path]) -> None:
+    """Every input file readable and the model's type known, before anything is written."""
+    if model.suffix not in FORMAT_BY_SUFFIX:
+        known = ", ".join(sorted(FORMAT_BY_SUFFIX))
+        raise CommandError(
+            Reason.MALFORMED, f"unknown model type {model.suffix!r} ({model}): use {known}"
+        )
+    for path in files:
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise CommandError(Reason.MALFORMED, f"{path} {what}", path=str(path))
+        if not os.access(path, os.R_OK):
+            raise CommandError(Reason.MALFORMED, f"{path} is not readable", path=str(path))
+
+
+def _write_bundle(
+    spec: BundleSpec, keys_dir: Path, out_dir: Path, root: Root, now_s: float | None
+) -> Path:
+    files = [spec.model, *spec.extra_files]
     for path in files:
         shutil.copyfile(path, out_dir / path.name)
     index = build_chunk_index({p.name: out_dir / p.name for p in files}, spec.chunk_size)
@@ -191,6 +221,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
+    require_inputs(args.model, [args.model, *args.files])
     if args.https_only and not args.https_url:
         raise CommandError(Reason.MALFORMED, "--https-only needs --https-url")
     health_raw = _pairs(args.health, "--health")

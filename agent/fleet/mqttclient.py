@@ -11,6 +11,7 @@ import itertools
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -107,7 +108,11 @@ class FleetClient:
                 f"cannot reach broker {self.url}: {exc}", url=self.url
             ) from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
+        deadline = time.monotonic() + timeout_s
+        # A refusal (bad password, ACL) is final: no point waiting for paho's retries.
+        while not self._connected.wait(0.05) and not self._refused and time.monotonic() < deadline:
+            pass
+        if not self._connected.is_set():
             self.close()
             cause = f": {self._refused}" if self._refused else ""
             raise BrokerUnavailableError(
