@@ -145,3 +145,18 @@ def test_decoder_failures_take_the_slot_down_after_the_limit_and_one_frame_clear
     faults.decoded()
     assert faults.decoder_fault is None
     assert slot_health(stuck_running_s=None, serving="m on r", faults=faults, restarts=0)[0] == "ok"
+
+
+def test_worked_configs_in_docs_validate(tmp_path) -> None:
+    import re
+    from pathlib import Path
+
+    from agent.config import load_config
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 5
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.toml"
+        path.write_text(block, encoding="utf-8")
+        assert load_config(path).config.models
