@@ -9,6 +9,7 @@ from pathlib import Path
 from agent.cli.common import print_json
 from agent.config import default_config_path, redacted_dump
 from agent.config.desired import desired_path, load_with_desired
+from agent.config.paths import missing_files
 from agent.errors import ConfigError
 
 
@@ -38,6 +39,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{path}: invalid: {exc}\n")
         for issue in exc.issues:
             sys.stderr.write(f"  {issue.render()}\n")
+        return 1
+    missing = missing_files(loaded.config, loaded.sources)
+    for ref, source in missing:
+        if ref.severity == "warning":
+            later = " (a camera may appear later)" if ref.key_path.startswith("cameras") else ""
+            sys.stderr.write(f"{path}: warning: {ref.render(source)}{later}\n")
+    errors = [(ref, source) for ref, source in missing if ref.severity == "error"]
+    if errors:
+        sys.stderr.write(f"{path}: invalid: {len(errors)} referenced file(s) missing\n")
+        for ref, source in errors:
+            sys.stderr.write(f"  {ref.render(source)}\n")
         return 1
     if args.show:
         print_json(redacted_dump(loaded.config))

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config.device import DeviceConfig
+from agent.config.paths import resolve_relative
 from agent.config.profiles import load_profile
 from agent.config.root import AgentConfig
 from agent.errors import ConfigError, ConfigIssue
@@ -212,6 +213,8 @@ def load_config(
     env = os.environ if environ is None else environ
     sources: dict[Path_, str] = {}
     file_tree = read_config_file(path) if path is not None else {}
+    if path is not None:  # relative paths in the file mean relative to the file
+        file_tree = resolve_relative(file_tree, path.absolute().parent)
     file_label = str(path) if path is not None else "defaults"
     _record(file_tree, file_label, (), sources)
 
