@@ -1,11 +1,12 @@
 """Operator commands: ``cmd/<op>/<cmd_id>`` → handler table → retained ``op/<op>/<cmd_id>`` states.
 
 States: ``executing`` (status_version 1), then ``successful`` or ``failed`` with ``reason``
-(status_version 2). Fields of the request are kept in every state. Commands are
-idempotent by cmd_id: the last state of recent ids is persisted, and a redelivered
-command re-publishes that state instead of running again. A command found ``executing``
-after a restart is reported ``failed``/``interrupted``. Nothing a payload contains can
-raise out of here.
+(status_version 2). States name the request by size and SHA-256 (``request``), never
+echo its body. Commands are idempotent by cmd_id: the last state of recent ids is
+persisted (bounded in count and bytes, ``cmdguard``), and a redelivered command
+re-publishes that state instead of running again. A command found ``executing`` after a
+restart is reported ``failed``/``interrupted``. A full queue or a sender over its rate
+gets ``failed``/``busy`` (never silence). Nothing a payload contains can raise out of here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from agent.errors import AgentError, CommandError, Reason
 from agent.fsutil import atomic_write_json
 from agent.log import get_logger
+from agent.uplink import cmdguard
 from agent.uplink.topics import Topics, is_valid_name
 
 log = get_logger(__name__)
@@ -45,7 +48,9 @@ class CommandDispatcher:
         self._lock = threading.Lock()
         self._states: dict[str, dict[str, Any]] = self._load()
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=QUEUE_MAX)
-        self.dropped = 0
+        self.dropped = 0  # answered busy because the queue was full
+        self.rate_limited = 0  # answered busy because the sender was over its rate
+        self._buckets = cmdguard.TokenBuckets()
         self._thread: threading.Thread | None = None
 
     def register(self, op: str, handler: Handler) -> None:
@@ -67,11 +72,15 @@ class CommandDispatcher:
         )
 
     def _remember(self, key: str, state: dict[str, Any]) -> None:
+        kept = cmdguard.compact(state)
         with self._lock:
             self._states.pop(key, None)
-            self._states[key] = state
-            while len(self._states) > KEEP_IDS:
-                self._states.pop(next(iter(self._states)))
+            self._states[key] = kept
+            total = sum(cmdguard.state_bytes(s) for s in self._states.values())
+            while len(self._states) > 1 and (
+                len(self._states) > KEEP_IDS or total > cmdguard.HISTORY_MAX_BYTES
+            ):
+                total -= cmdguard.state_bytes(self._states.pop(next(iter(self._states))))
             snapshot = dict(self._states)
         try:
             atomic_write_json(self._path(), snapshot)
@@ -82,12 +91,25 @@ class CommandDispatcher:
     # --- entry points ---------------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Link callback (paho's thread): queue and return; full queue → counted drop."""
+        """Link callback (paho's thread): queue and return; full queue → ``busy`` answer."""
         try:
             self._queue.put_nowait((topic, payload))
         except queue.Full:
             self.dropped += 1
             log.warning("command_queue_full", topic=topic, dropped=self.dropped)
+            self._busy(topic, payload, "command queue full", retry_after_s=1.0)
+
+    def _busy(self, topic: str, payload: bytes, detail: str, retry_after_s: float) -> None:
+        """Answer ``failed``/``busy`` without running or remembering it: a resend may run."""
+        parsed = self.topics.parse_cmd(topic)
+        if parsed is None or not all(is_valid_name(p) for p in parsed):
+            return
+        op, cmd_id = parsed
+        base = {"op": op, "cmd_id": cmd_id, "request": cmdguard.request_ref(payload)}
+        state = self._state(
+            base, "failed", Reason.BUSY, detail=detail, retry_after_s=round(retry_after_s, 2)
+        )
+        self.emit(self.topics.op(op, cmd_id), state)
 
     def start(self, stop: threading.Event) -> None:
         def run() -> None:
@@ -129,14 +151,15 @@ class CommandDispatcher:
             log.info("command_redelivered", op=op, cmd_id=cmd_id, status=previous.get("status"))
             self.emit(self.topics.op(op, cmd_id), previous)
             return previous
-        request = decode_request(payload)
-        base: dict[str, Any] = {**(request or {}), "op": op, "cmd_id": cmd_id}
-        if request is None:
-            return self._finish(key, op, cmd_id, self._state(base, "failed", Reason.MALFORMED))
-        handler = self.handlers.get(op)
-        if handler is None:
-            failed = self._state(base, "failed", Reason.UNKNOWN_OPERATION)
-            return self._finish(key, op, cmd_id, failed)
+        base: dict[str, Any] = {
+            "op": op,
+            "cmd_id": cmd_id,
+            "request": cmdguard.request_ref(payload),
+        }
+        admitted = self._admit(key, op, cmd_id, payload, base)
+        if not isinstance(admitted, tuple):
+            return admitted  # refused: already answered
+        handler, request = admitted
         executing = self._state(base, "executing")
         self._remember(key, executing)
         self.emit(self.topics.op(op, cmd_id), executing)
@@ -153,6 +176,36 @@ class CommandDispatcher:
         else:
             final = self._state(executing, "successful", result=result)
         return self._finish(key, op, cmd_id, final)
+
+    def _admit(
+        self, key: str, op: str, cmd_id: str, payload: bytes, base: dict[str, Any]
+    ) -> tuple[Handler, dict[str, Any]] | dict[str, Any]:
+        """The handler and request to run, or the refusal state (sent): size, shape, op, rate."""
+        if len(payload) > cmdguard.MAX_REQUEST_BYTES:  # before parsing a byte of it
+            detail = f"request is {len(payload)} bytes, limit {cmdguard.MAX_REQUEST_BYTES}"
+            failed = self._state(base, "failed", Reason.TOO_LARGE, detail=detail)
+            return self._finish(key, op, cmd_id, failed)
+        request = decode_request(payload)
+        if request is None:
+            return self._finish(key, op, cmd_id, self._state(base, "failed", Reason.MALFORMED))
+        handler = self.handlers.get(op)
+        if handler is None:
+            failed = self._state(base, "failed", Reason.UNKNOWN_OPERATION)
+            return self._finish(key, op, cmd_id, failed)
+        wait_s = self._buckets.take(cmdguard.sender_of(request, op), time.monotonic())
+        if wait_s > 0:  # answered, not remembered: the same id may be sent again later
+            self.rate_limited += 1
+            log.warning("command_rate_limited", op=op, cmd_id=cmd_id, retry_after_s=wait_s)
+            busy = self._state(
+                base,
+                "failed",
+                Reason.BUSY,
+                detail="sender over its command rate",
+                retry_after_s=round(wait_s, 2),
+            )
+            self.emit(self.topics.op(op, cmd_id), busy)
+            return busy
+        return handler, request
 
     def _finish(self, key: str, op: str, cmd_id: str, state: dict[str, Any]) -> dict[str, Any]:
         self._remember(key, state)
@@ -183,14 +236,18 @@ class CommandDispatcher:
 
 
 def decode_request(payload: bytes) -> dict[str, Any] | None:
-    """A request is a JSON object (an empty payload means ``{}``); anything else is malformed."""
+    """A request is a JSON object (an empty payload means ``{}``); anything else is malformed.
+
+    Nesting deeper than ``cmdguard.MAX_DEPTH`` is malformed too (the parser's own recursion
+    limit would otherwise surface as a crash).
+    """
     if not payload.strip():
         return {}
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict) or cmdguard.nesting_depth(doc) > cmdguard.MAX_DEPTH:
         return None
     # Fields the device owns in op states cannot come from the operator.
     for owned in ("status", "status_version", "reason", "result"):
