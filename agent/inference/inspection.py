@@ -28,6 +28,8 @@ CLOSE = 1e-4
 _SLOT_CHARS = re.compile(r"[^a-z0-9_-]+")
 # Suggested thresholds per family: a score the reference pipelines report at.
 THRESHOLDS = {"blazeface": 0.5, "ssd_postprocess": 0.5, "yolo": 0.25, "classify": 0.1}
+# YOLO exports leave NMS to the caller; 0.45 is YOLOv5's and most wrappers' IoU.
+NMS_IOU = {"yolo": 0.45}
 
 
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
@@ -107,6 +109,14 @@ def _settings(
         "resize_mode": plan.sources["resize_mode"],
         "color_order": "not recorded in model files; rgb unless its docs say bgr",
     }
+    facts = {
+        "metadata": hints.metadata,
+        "labels": {"count": len(hints.labels), "source": hints.labels_source or None},
+        "sources": plan.sources,
+    }
+    if decoder is None:
+        # Input settings depend on the decoder family: none to suggest for none.
+        return {k: settings[k] for k in ("slot", "path", "backend", "decoder")}, notes, facts
     norm = affine_settings(plan.affine)
     settings |= norm
     for key in norm:
@@ -117,13 +127,10 @@ def _settings(
         notes["input_size"] = "imgsz in metadata" if hints.input_size else "dynamic: set to taste"
     if decoder == "classify":
         settings["output"], notes["output"] = _classify_output(backend)
-    if decoder is not None:
-        settings["threshold"] = THRESHOLDS[decoder]
-    facts = {
-        "metadata": hints.metadata,
-        "labels": {"count": len(hints.labels), "source": hints.labels_source or None},
-        "sources": plan.sources,
-    }
+    settings["threshold"] = THRESHOLDS[decoder]
+    if decoder in NMS_IOU:
+        settings["nms_iou"] = NMS_IOU[decoder]
+        notes["nms_iou"] = "YOLO post-processing's usual IoU (the export has no NMS)"
     return settings, notes, facts
 
 
