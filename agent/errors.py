@@ -38,6 +38,10 @@ class Reason(str, enum.Enum):
     DOWNLOAD_FAILED = "download_failed"
     # The model's outputs do not fit the slot's decoder (found at load or on live frames).
     DECODER_MISMATCH = "decoder_mismatch"
+    # A signed golden case gave other results on the staged model (rejected before activation).
+    GOLDEN_MISMATCH = "golden_mismatch"
+    # The candidate, run in shadow on live frames, disagreed with the serving model.
+    SHADOW_DISAGREEMENT = "shadow_disagreement"
     # Operator side only: a targeted device sent no state for this publication in time.
     NO_ANSWER = "no_answer"
     # Not update reasons, but rejections of operator input on the command channel.
@@ -45,7 +49,6 @@ class Reason(str, enum.Enum):
     UNKNOWN_OPERATION = "unknown_operation"
     INVALID_CONFIG = "invalid_config"  # a desired config that does not validate
     NO_FRAME = "no_frame"  # a snapshot of a camera that has not delivered a frame yet
-    BUSY = "busy"  # command queue full or the sender over its rate: retry after retry_after_s
     # The daemon side doors (issues 17, 18): one daemon per state dir, safe socket paths,
     # remote config allow-list, one installer at a time.
     ALREADY_RUNNING = "already_running"  # another daemon holds the state dir or socket

@@ -37,6 +37,10 @@ TERMINAL = ("successful", "failed")
 
 
 class PassProbe:
+    def golden(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
+        del slot, model_path, manifest
+        return TrialResult(ok=True)
+
     def trial(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
         del slot, manifest  # the trial is not what this benchmark measures
         return TrialResult(ok=model_path.is_file(), detail="bench")

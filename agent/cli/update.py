@@ -16,6 +16,7 @@ from agent.update.store.factory import build_installer
 from agent.update.store.journal import read_status
 from agent.update.store.outcome import InstallResult
 from agent.update.store.probe import OfflineProbe
+from agent.update.store.slotmodel import SlotDetectors
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +54,9 @@ def _result_json(result: InstallResult) -> dict[str, Any]:
 
 
 def _probe(cfg: AgentConfig) -> OfflineProbe:
-    return OfflineProbe(BackendOptions(threads=cfg.board.inference_threads))
+    # The slot config runs the bundle's golden cases as the slot would run the model.
+    detectors = SlotDetectors(cfg)
+    return OfflineProbe(BackendOptions(threads=cfg.board.inference_threads), detectors)
 
 
 def run_status(args: argparse.Namespace) -> int:

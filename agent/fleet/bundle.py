@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import CommandError, Reason
+from agent.fleet.golden import add_trial_args, with_trial
 from agent.fleet.keys import signers_for
 from agent.fsutil import atomic_write_bytes, sha256_file
 from agent.update.store.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
@@ -48,6 +49,8 @@ class BundleSpec:
     https_url: str = ""
     # The operator serves chunks over MQTT too: devices fall back to them if HTTPS fails.
     mqtt_fallback: bool = True
+    # The manifest's ``trial`` section (golden cases, shadow thresholds); empty: none.
+    trial: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _https_block(spec: BundleSpec) -> dict[str, Any] | None:
@@ -106,6 +109,7 @@ def manifest_document(
         ],
         "transfer": transfer,
         "health": dict(spec.health),
+        **({"trial": dict(spec.trial)} if spec.trial else {}),
     }
 
 
@@ -215,6 +219,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="with --https-url: no MQTT chunk fallback (a failed HTTPS fetch fails the update)",
     )
+    add_trial_args(create)
     create.add_argument("--keys", type=Path, required=True, metavar="DIR")
     create.add_argument("--out", type=Path, required=True, metavar="DIR")
     create.set_defaults(func=run_create)
@@ -246,6 +251,7 @@ def run_create(args: argparse.Namespace) -> int:
         https_url=args.https_url,
         mqtt_fallback=not args.https_only,
     )
+    spec = with_trial(spec, args)  # golden cases computed with this model, printed for review
     path = create_bundle(spec, args.keys, args.out)
     print(f"bundle written: {path}")
     return 0

@@ -13,15 +13,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.clock import Clock, SystemClock
-from agent.errors import Reason, UpdateError, VerificationError
+from agent.errors import ActivationError, Reason, UpdateError, VerificationError
 from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
 from agent.update.engines.builder import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
 from agent.update.store import faults
 from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJournal
 from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
-from agent.update.store.outcome import InstallResult, space_guard
-from agent.update.store.probe import HealthProbe
+from agent.update.store.outcome import Figures, InstallResult, space_guard
+from agent.update.store.probe import HealthProbe, golden_on_staged
 from agent.update.store.truststore import TrustStore
 from agent.update.trust.manifest import Manifest
 from agent.update.trust.policy import DeviceFacts, Floor, Verdict, channel
@@ -173,10 +173,19 @@ class Installer:
             )
             entry = self.journal.save(entry, Phase.STAGED)
             self.store.verify_version(slot, sha, manifest.files)
+            self._golden(slot, sha, manifest)
         except UpdateError as exc:
             self.store.discard(slot, sha)
             return self._reject(entry, exc)
         return self._activate(entry, manifest)
+
+    def _golden(self, slot: str, sha: str, manifest: Manifest) -> None:
+        """The manifest's signed golden cases on the staged model, before activation."""
+        result = golden_on_staged(self.probe, self.store, slot, sha, manifest)
+        if not result.ok:  # deterministic: a redelivery of this bundle is refused at once
+            chan = channel(manifest.fleet, slot)
+            self.trust.save_state(self.trust.load_state().with_failed(chan, sha))
+            raise ActivationError(result.reason or Reason.GOLDEN_MISMATCH, result.detail)
 
     def _activate(self, entry: SlotJournal, manifest: Manifest) -> InstallResult:
         prev = (
@@ -210,10 +219,13 @@ class Installer:
         if result.interrupted:
             return self._result("interrupted", Reason.INTERRUPTED, manifest, entry.bundle_sha)
         if not result.ok:
-            return self._rollback(entry, manifest, result.detail)
-        return self._commit(entry, manifest, result.detail)
+            reason = result.reason or Reason.HEALTH_FAILED
+            return self._rollback(entry, manifest, result.detail, reason, result.shadow)
+        return self._commit(entry, manifest, result.detail, result.shadow)
 
-    def _commit(self, entry: SlotJournal, manifest: Manifest, detail: str) -> InstallResult:
+    def _commit(
+        self, entry: SlotJournal, manifest: Manifest, detail: str, shadow: Figures = None
+    ) -> InstallResult:
         state = self.trust.load_state()
         chan = channel(manifest.fleet, manifest.slot)
         floor = state.floors.get(chan) or Floor(manifest.manifest_version, entry.bundle_sha)
@@ -228,9 +240,17 @@ class Installer:
         self.fault("commit_before_gc")
         self._finish(entry.slot)
         log.info("update_committed", slot=entry.slot, sha=entry.bundle_sha)
-        return self._result("committed", None, manifest, entry.bundle_sha, detail)
+        result = self._result("committed", None, manifest, entry.bundle_sha, detail)
+        return dataclasses.replace(result, shadow=shadow)
 
-    def _rollback(self, entry: SlotJournal, manifest: Manifest, detail: str) -> InstallResult:
+    def _rollback(
+        self,
+        entry: SlotJournal,
+        manifest: Manifest,
+        detail: str,
+        reason: Reason = Reason.HEALTH_FAILED,
+        shadow: Figures = None,
+    ) -> InstallResult:
         if entry.phase is not Phase.ROLLING_BACK:
             entry = self.journal.save(entry, Phase.ROLLING_BACK, detail=detail)
         self.store.restore(entry.slot, entry.prev_sha)
@@ -239,20 +259,15 @@ class Installer:
         self.journal.save(
             entry,
             Phase.ROLLED_BACK,
-            last_result={"outcome": "rolled_back", "reason": Reason.HEALTH_FAILED.value},
+            last_result={"outcome": "rolled_back", "reason": reason.value},
         )
         self._finish(entry.slot)
         self.probe.restored(entry.slot, self.store.current_model(entry.slot))
         log.warning(
             "update_rolled_back", slot=entry.slot, sha=entry.bundle_sha, detail=entry.detail
         )
-        return self._result(
-            "rolled_back",
-            Reason.HEALTH_FAILED,
-            manifest,
-            entry.bundle_sha,
-            entry.detail,
-        )
+        result = self._result("rolled_back", reason, manifest, entry.bundle_sha, entry.detail)
+        return dataclasses.replace(result, shadow=shadow)
 
     def _reject(self, entry: SlotJournal, exc: UpdateError) -> InstallResult:
         self.journal.save(

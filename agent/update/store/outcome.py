@@ -6,8 +6,12 @@ import contextlib
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from agent.errors import ActivationError, Reason
+
+# Shadow-trial figures for the op state (frames compared, agreement, rate change, ...).
+Figures = dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +22,7 @@ class InstallResult:
     manifest_version: int = 0
     bundle_sha: str = ""
     detail: str = ""
+    shadow: Figures = None
 
     @property
     def exit_code(self) -> int:

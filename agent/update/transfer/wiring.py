@@ -15,6 +15,8 @@ from agent.config.root import AgentConfig
 from agent.config.update import UpdateConfig
 from agent.update.store.factory import build_installer
 from agent.update.store.probe import LiveProbe
+from agent.update.store.shadow import LiveFrames, ShadowTrial
+from agent.update.store.slotmodel import SlotDetectors
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
 from agent.update.transfer.service import UpdateService
@@ -57,7 +59,15 @@ def start_update_service(
     if not cfg.update.enabled:
         return None
     configured = {m.slot: Path(m.path) for m in cfg.models}
-    probe = LiveProbe(pipeline, PipelineSlotHealth(pipeline), stop, configured)
+    # Golden cases and the shadow run each model as its slot is configured to.
+    detectors = SlotDetectors(cfg)
+    shadow = None
+    if isinstance(pipeline, LiveFrames):  # a pipeline that shares its frames
+        cameras = {m.slot: [c.name for c in cfg.cameras_for(m)] for m in cfg.models}
+        shadow = ShadowTrial(pipeline, detectors, cameras, stop)
+    probe = LiveProbe(
+        pipeline, PipelineSlotHealth(pipeline), stop, configured, detectors=detectors, shadow=shadow
+    )
     installer = build_installer(cfg, probe)
     settings = ServiceSettings(
         device_id=cfg.device.id,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from agent.errors import Reason, VerificationError
 from agent.update.trust.envelope import strict_loads
 from agent.update.trust.root import SPEC_MAJOR, parse_time, positive_int
+from agent.update.trust.trialspec import TrialSpec, parse_trial
 
 MANIFEST_PAYLOAD_TYPE = "application/vnd.edgeagent.deployment+json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -87,6 +88,8 @@ class Manifest:
     chunk_index: FileEntry
     health: Health = field(default_factory=Health)
     https: HttpsSource | None = None
+    # Golden cases run before activation and the shadow trial's thresholds (trialspec.py).
+    trial: TrialSpec = field(default_factory=TrialSpec)
 
     @property
     def total_length(self) -> int:
@@ -256,6 +259,7 @@ def _parse(payload: bytes) -> Manifest:
         chunk_index=chunk_index,
         health=_health(doc.get("health")),
         https=_https(transfer.get("https")),
+        trial=parse_trial(doc.get("trial"), {f.name: f.length for f in files}, model_file),
     )
 
 
