@@ -90,7 +90,8 @@ class ConfigIssue:
     message: str
 
     def render(self) -> str:
-        return f"{self.source}: {self.key_path}: {self.message} (got {self.value})"
+        got = f" (got {self.value})" if self.value else ""  # a syntax error has no value
+        return f"{self.source}: {self.key_path}: {self.message}{got}"
 
 
 class ConfigError(AgentError):

@@ -6,14 +6,15 @@ validation error can name the file, variable or flag the bad value came from.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent.config.device import DeviceConfig
 from agent.config.paths import resolve_relative
@@ -156,18 +157,51 @@ def _source_for(path: Path_, sources: Mapping[Path_, str], fallback: str) -> str
     return fallback
 
 
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The config model class of the table at ``loc`` (list indexes pass through)."""
+    model: type[BaseModel] = AgentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field_info = model.model_fields.get(part)
+        if field_info is None:
+            return None
+        candidates = [field_info.annotation, *get_args(field_info.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _unknown_key_message(loc: Path_) -> str:
+    """ "unknown key" with the closest known key of that table, when one is close."""
+    model = _model_at(loc[:-1])
+    key = str(loc[-1])
+    known = sorted(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+    return f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
 def issues_from_validation(
     exc: ValidationError, sources: Mapping[Path_, str], fallback: str
 ) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors(include_url=False):
         loc: Path_ = tuple(err["loc"])
+        value = err.get("input")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden" and loc:
+            message = _unknown_key_message(loc)
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         issues.append(
             ConfigIssue(
                 source=_source_for(loc, sources, fallback),
                 key_path=render_key_path(loc) or "(top level)",
-                value=_shown_value(loc, err.get("input")),
-                message=err["msg"],
+                # A whole table says nothing the message does not: only leaves are shown.
+                value="" if isinstance(value, dict) else _shown_value(loc, value),
+                message=message,
             )
         )
     return issues

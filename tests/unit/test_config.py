@@ -135,7 +135,7 @@ def test_validation_lists_every_error_with_source_path_and_value(write_config):
     assert by_key["cameras[0].fps"].source == str(path)
     assert by_key["cameras[0].fps"].value == "-3"
     assert "greater than 0" in by_key["cameras[0].fps"].message
-    assert by_key["cameras[0].colour"].message == "Extra inputs are not permitted"
+    assert by_key["cameras[0].colour"].message == "unknown key 'colour'"
     assert by_key["mqtt.keepalive_s"].source == "env:EDGE_AGENT__MQTT__KEEPALIVE_S"
 
 
