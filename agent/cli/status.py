@@ -62,6 +62,36 @@ def disk_status(cfg: AgentConfig, why: str, socket_path: Path) -> dict[str, Any]
     }
 
 
+def health_line(health: dict[str, Any]) -> str:
+    """``degraded: uplink (not connected to ...)``: the overall status and what is not ok."""
+    status = str(health.get("status", "?"))
+    bad = [
+        f"{name} {comp.get('status')} ({comp.get('detail', '')})"
+        for name, comp in sorted((health.get("components") or {}).items())
+        if isinstance(comp, dict) and comp.get("status") != "ok"
+    ]
+    return status + (": " + "; ".join(bad) if bad else "")
+
+
+def model_line(slot: str, info: dict[str, Any]) -> str:
+    if info.get("error"):
+        return f"{slot}: NOT LOADED {info.get('path', '')}: {info['error']}"
+    runtime = " ".join(str(info[k]) for k in ("runtime", "version", "device") if info.get(k))
+    shape = "x".join(str(d) for d in info.get("input_shape") or [])
+    extra = ", ".join(x for x in (runtime, f"input {shape}" if shape else "") if x)
+    return f"{slot}: {info.get('path', '?')} ({info.get('backend', '?')}" + (
+        f", {extra})" if extra else ")"
+    )
+
+
+def outbox_line(outbox: dict[str, Any]) -> str:
+    dropped = sum(
+        int(n) for per in (outbox.get("dropped") or {}).values() for n in dict(per).values()
+    )
+    text = f"{outbox.get('depth', 0)} queued, {int(outbox.get('bytes', 0)) / 1e6:.1f} MB"
+    return text + (f", {dropped} dropped" if dropped else "")
+
+
 def print_live(reply: dict[str, Any]) -> None:
     daemon = reply.get("daemon") or {}
     link = reply.get("link") or {}
@@ -70,15 +100,18 @@ def print_live(reply: dict[str, Any]) -> None:
         f"running: pid {daemon.get('pid')}, version {daemon.get('version')}, "
         f"up {float(daemon.get('uptime_s') or 0):.0f} s"
     )
-    print(f"health:  {health.get('status', '?')}")
+    print(f"health:  {health_line(health)}")
     print(
         f"broker:  {'connected' if link.get('connected') else 'DISCONNECTED'} {link.get('url', '')}"
     )
     for slot, info in sorted((reply.get("models") or {}).items()):
-        print(f"model:   {slot}: {info}")
+        print(f"model:   {model_line(slot, info if isinstance(info, dict) else {})}")
     outbox = reply.get("outbox")
     if outbox:
-        print(f"outbox:  {outbox}")
+        print(f"outbox:  {outbox_line(outbox)}")
+    alarms = reply.get("alarms") or {}
+    if alarms:
+        print(f"alarms:  {', '.join(sorted(alarms))}")
 
 
 def print_disk(doc: dict[str, Any]) -> None:
