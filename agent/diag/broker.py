@@ -7,6 +7,7 @@ the diagnostics, and every library error becomes a check result here.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import socket
 import ssl
 import time
@@ -155,18 +156,40 @@ def check_broker(  # noqa: PLR0911 - one return per verdict, worst first
     return ok("broker", f"{ep}: TCP {tcp_ms:.0f} ms, MQTT {cfg.protocol} CONNACK accepted", **data)
 
 
-def check_broker_live(cfg: MqttConfig, live: dict[str, Any]) -> CheckResult:
+def check_broker_live(
+    cfg: MqttConfig,
+    live: dict[str, Any],
+    device_id: str = "edge-agent",
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> CheckResult:
     link = live.get("link") if isinstance(live.get("link"), dict) else {}
-    data = {"live": True, "link": link}
+    data: dict[str, Any] = {"live": True, "link": link}
     url = (link or {}).get("url") or cfg.url
     if (link or {}).get("connected"):
         return ok("broker", f"daemon connected to {url}", **data)
-    return fail(
-        "broker",
-        f"daemon not connected to {url}",
-        "see the daemon log for the last connect error; run diag with --local",
-        **data,
-    )
+    # The cause, not "see the log": one connection of our own (its own client id, so the
+    # daemon's session is not kicked) with the daemon's settings says what the broker says.
+    probe = check_broker(cfg, device_id, timeout_s)
+    data["probe"] = probe.to_json()
+    if probe.status is Status.OK:
+        return fail(
+            "broker",
+            f"daemon not connected to {url}; a new connection from here is accepted "
+            "(the daemon is between reconnect attempts)",
+            "wait for the next attempt; if it stays, see the daemon log",
+            **data,
+        )
+    return fail("broker", f"daemon not connected to {url}: {probe.detail}", probe.hint, **data)
+
+
+def is_loopback(host: str) -> bool:
+    """The broker is on this host: plaintext never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def days_left(cert: x509.Certificate, now: dt.datetime) -> float:
@@ -192,10 +215,12 @@ def server_certificate(ep: Endpoint, ctx: ssl.SSLContext, timeout_s: float) -> t
         return der or b"", tls.version() or "?"
 
 
-def check_tls(
+def check_tls(  # noqa: PLR0911 - one return per verdict, worst first
     cfg: MqttConfig, now: dt.datetime | None = None, timeout_s: float = CONNECT_TIMEOUT_S
 ) -> CheckResult:
     ep = Endpoint.from_url(cfg.url)
+    if not ep.tls and is_loopback(ep.host):
+        return ok("tls", f"plaintext MQTT to {ep}, on this host (loopback)", endpoint=str(ep))
     if not ep.tls:
         return warn(
             "tls",

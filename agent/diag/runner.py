@@ -80,7 +80,14 @@ def plan(
         )
         checks.append((f"model:{model.slot}", model_check))
     if live is not None:
-        checks.append(("broker", lambda: broker.check_broker_live(cfg.mqtt, live)))
+        checks.append(
+            (
+                "broker",
+                lambda: broker.check_broker_live(
+                    cfg.mqtt, live, cfg.device.id, opts.network_timeout_s
+                ),
+            )
+        )
     else:
         checks.append(
             ("broker", lambda: broker.check_broker(cfg.mqtt, cfg.device.id, opts.network_timeout_s))

@@ -83,6 +83,14 @@ def read_update_status(state_dir: Path, root_path: Path) -> dict[str, Any] | Non
     return dict(plain) if isinstance(plain, Mapping) else {"status": plain}
 
 
+def active_label(active: Mapping[str, Any]) -> str:
+    """Both numbers, labelled: ``update status`` shows the manifest version, models the release."""
+    release, manifest = active.get("release"), active.get("manifest_version")
+    parts = [f"release {release}"] if release is not None else []
+    parts += [f"manifest v{manifest}"] if manifest is not None else []
+    return ", ".join(parts) or "config model"
+
+
 def judge_update(status: Mapping[str, Any]) -> CheckResult:
     slots = status.get("slots") or {}
     if not isinstance(slots, Mapping) or not slots:
@@ -91,10 +99,9 @@ def judge_update(status: Mapping[str, Any]) -> CheckResult:
     for slot, info in sorted(slots.items()):
         info_map = info if isinstance(info, Mapping) else {}
         active = info_map.get("active") or {}
-        version = active.get("release") or active.get("manifest_version") or "config"
         phase = str(info_map.get("phase") or "idle")
         last = info_map.get("last_result") or {}
-        parts.append(f"{slot}={version} ({phase})")
+        parts.append(f"{slot}: {active_label(active)} ({phase})")
         if phase in BROKEN_PHASES:
             broken.append(
                 f"{slot} is {phase}: {info_map.get('detail') or 'store and journal disagree'}"

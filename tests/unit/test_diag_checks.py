@@ -358,3 +358,10 @@ def test_trust_valid_and_near_expiry_roots(tmp_path: Path):
     late = updates.check_trust(tmp_path / "short/root.json", time.time() + 20 * 86400)
     assert late.status is Status.WARN
     assert "expired" in late.detail
+
+
+def test_update_row_labels_release_and_manifest_version():
+    both = {"slots": {"detector": {"active": {"release": 3, "manifest_version": 7}}}}
+    assert updates.judge_update(both).detail == "detector: release 3, manifest v7 (idle)"
+    none = {"slots": {"detector": {"active": None, "phase": "idle"}}}
+    assert updates.judge_update(none).detail == "detector: config model (idle)"
