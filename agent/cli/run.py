@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from agent.cli.common import config_options, configure_logging_from
 from agent.config import default_config_path
-from agent.config.desired import load_with_desired
+from agent.config.desired import load_for_daemon
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,12 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.daemon.supervisor import Supervisor  # noqa: PLC0415 - keep --help fast
 
-    # The operator's desired config (MQTT ``config`` command) sits between file and env;
-    # one that no longer validates is logged and left out rather than stopping the agent.
-    loaded = load_with_desired(
-        args.config or default_config_path(), assignments=args.assignments, strict=False
+    # The operator's desired config (MQTT ``config`` command) sits between file and env.
+    # One on trial is counted (and reverted after a start that did not confirm it); one
+    # that no longer validates is logged and left out rather than stopping the agent.
+    loaded, trial = load_for_daemon(
+        args.config or default_config_path(), assignments=args.assignments, now_s=time.time()
     )
     configure_logging_from(loaded, args)
-    supervisor = Supervisor(loaded)
+    supervisor = Supervisor(loaded, config_trial=trial)
     supervisor.install_signal_handlers()
     return supervisor.run()

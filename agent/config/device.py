@@ -66,5 +66,21 @@ class LoggingConfig(StrictModel):
 class ControlConfig(StrictModel):
     socket_path: str = Field(
         default="/run/edge-agent/control.sock",
-        description="Unix socket where the running daemon answers status and diag requests.",
+        description=(
+            "Unix socket where the running daemon answers status, diag and local update "
+            "requests; in a runtime dir, never inside the state dir."
+        ),
+    )
+    config_trial_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "A remote config must have the agent connected and healthy within this long "
+            "after its restart, else the last good config is restored."
+        ),
+    )
+    config_healthy_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long connected and healthy must last to confirm a remote config.",
     )

@@ -1,7 +1,8 @@
 """The ``config`` command: validate a desired config, persist it atomically, then apply it.
 
-Apply = a clean restart (exit 75, systemd starts us again) so the new layer is loaded at
-start-up like any other; nothing is written when validation fails.
+Only allow-listed keys pass (``agent.config.allowlist``; others → ``not_allowed`` naming
+each key). Apply = a clean restart (exit 75, systemd starts us again) with the layer on
+trial (``agent.config.desired``); nothing is written when validation fails.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.desired import (
+    accept_as_good,
+    begin_trial,
     flatten,
+    layer_issues,
     load_with_layer,
     read_desired,
-    write_desired,
+    reverted,
 )
 from agent.config.loader import DesiredLayer, LoadedConfig, render_key_path
 from agent.config.root import AgentConfig
-from agent.errors import CommandError, ConfigError, Reason
+from agent.errors import CommandError, ConfigError, ConfigIssue, Reason
 from agent.log import get_logger
 from agent.uplink.commands import require
 
@@ -25,13 +29,23 @@ log = get_logger(__name__)
 
 
 def stored_version(state_dir: Path) -> int:
+    """The version a new config must exceed: the stored one, or a reverted one above it."""
+    marker = (reverted(state_dir) or {}).get("version")
+    floor = marker if isinstance(marker, int) else 0
     try:
         layer = read_desired(state_dir)
     except ConfigError as exc:
         # A corrupt stored layer is ignored at start-up too; any new version replaces it.
         log.warning("desired_config_unreadable", error=str(exc))
-        return 0
-    return layer.version if layer is not None else 0
+        return floor
+    return max(layer.version if layer is not None else 0, floor)
+
+
+def _errors(issues: list[ConfigIssue]) -> list[dict[str, str]]:
+    return [
+        {"key_path": i.key_path, "message": i.message, "value": i.value, "source": i.source}
+        for i in issues
+    ]
 
 
 def changed_keys(old: AgentConfig, new: AgentConfig) -> list[str]:
@@ -70,13 +84,22 @@ def validate_desired(
             current_version=have,
         )
     layer = DesiredLayer(version, tree)
+    refused = layer_issues(current, layer)
+    if refused:
+        keys = sorted({i.key_path for i in refused})
+        log.warning("desired_config_not_allowed", version=version, keys=keys)
+        raise CommandError(
+            Reason.NOT_ALLOWED,
+            f"not allowed remotely: {', '.join(keys)}",
+            keys=keys,
+            errors=_errors(refused),
+        )
     try:
         loaded = load_with_layer(current, layer)
     except ConfigError as exc:
-        errors = [
-            {"key_path": i.key_path, "message": i.message, "value": i.value, "source": i.source}
-            for i in exc.issues
-        ] or [{"key_path": "(top level)", "message": str(exc), "value": "", "source": ""}]
+        errors = _errors(exc.issues) or [
+            {"key_path": "(top level)", "message": str(exc), "value": "", "source": ""}
+        ]
         raise CommandError(Reason.INVALID_CONFIG, "invalid config", errors=errors) from exc
     return layer, loaded
 
@@ -86,7 +109,10 @@ def persist_desired(
 ) -> dict[str, Any]:
     """Write the accepted layer; the result document (restart needed when anything changed)."""
     changed = changed_keys(current.config, loaded.config)
-    write_desired(state_dir, layer, accepted_at=round(ts, 3))
+    if changed:
+        begin_trial(state_dir, layer, accepted_at=round(ts, 3))
+    else:
+        accept_as_good(state_dir, layer, accepted_at=round(ts, 3))
     log.info("desired_config_accepted", version=layer.version, changed=changed)
     return {
         "version": layer.version,
@@ -94,4 +120,6 @@ def persist_desired(
         "restart_required": changed,
         "shadowed": shadowed_keys(layer, loaded),
         "restarting": bool(changed),
+        "trial": bool(changed),
+        "trial_s": current.config.control.config_trial_s,
     }

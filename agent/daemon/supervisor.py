@@ -8,7 +8,6 @@ the stop event; shutdown walks the started stages backwards.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import threading
@@ -20,7 +19,9 @@ from typing import Any
 from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig
+from agent.config.desired import reverted
 from agent.daemon import instance
+from agent.daemon.config_trial import ConfigTrial, TrialWatch
 from agent.daemon.control import ControlServer
 from agent.daemon.notify import notify, watchdog_interval_s
 from agent.daemon.ops import build_command_handlers, build_control_handlers
@@ -30,6 +31,7 @@ from agent.daemon.pipelines import (
     default_pipeline_factory,
     installed_model_paths,
 )
+from agent.daemon.reporting import status_document, wanted_alarms
 from agent.errors import InstanceError
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
@@ -68,6 +70,7 @@ class Supervisor:
         *,
         pipeline_factory: PipelineFactory | None = None,
         clock: Clock | None = None,
+        config_trial: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -99,6 +102,10 @@ class Supervisor:
         # ``models`` as last sent in the retained birth; re-sent when the pipeline's differ.
         self._birth_models: dict[str, Any] | None = None
         self._planned: dict[str, Any] | None = None
+        # A remote config on trial in this run (version), and the last one reverted.
+        self._trial_version = config_trial
+        self.config_trial: TrialWatch | None = None
+        self._reverted: dict[str, Any] | None = None
 
     # --- start ----------------------------------------------------------------------
 
@@ -109,6 +116,16 @@ class Supervisor:
         held = instance.acquire(self.state_dir)
         self._stops.append(("instance", held.release))
         instance.check_socket_path(self.socket_path, self.protected_dirs())
+        self._reverted = reverted(self.state_dir)
+        if self._trial_version is not None:
+            trial = ConfigTrial(
+                self._trial_version,
+                self.clock.monotonic_s(),
+                cfg.control.config_trial_s,
+                cfg.control.config_healthy_s,
+            )
+            self.config_trial = TrialWatch(self.state_dir, trial, self.request_restart)
+            log.info("desired_config_trial", version=self._trial_version)
 
         self.outbox = Outbox(self.state_dir, cfg.outbox, self.topics.detection_counts, self.clock)
         self.outbox.start()
@@ -219,12 +236,20 @@ class Supervisor:
                 next_health = now + tel.health_interval_s
                 self.publish_health()
             self.refresh_birth_models()
+            if self.config_trial is not None and self.config_trial.trial is not None:
+                self.check_config_trial(now)
             if now >= next_stats:
                 next_stats = now + tel.stats_interval_s
                 self.publish_stats()
             if watchdog is not None and now >= next_ping and self.making_progress():
                 next_ping = now + watchdog
                 notify("WATCHDOG=1")
+
+    def check_config_trial(self, now: float) -> None:
+        assert self.config_trial is not None
+        connected = self.link is not None and self.link.connected
+        status = health_document(self.health_components(), self.clock.wall_s())["status"]
+        self.config_trial.tick(now, self.clock.wall_s(), connected, str(status))
 
     def making_progress(self) -> bool:
         if self.pipeline is None:
@@ -309,23 +334,9 @@ class Supervisor:
         doc = health_document(self.health_components(), self.clock.wall_s())
         self._drift = self.drift.evaluate()
         if self.alarms is not None:
-            wanted = {
-                f"{name.replace(':', '_')}_down": ("major", comp.get("detail", ""))
-                for name, comp in doc["components"].items()
-                if comp.get("status") == "down"
-            }
-            storage = doc["components"].get("storage", {})
-            if storage.get("status") == "degraded":
-                # Low space is only "degraded" in health, yet it is what takes agents down
-                # (a full outbox, a refused update): alarm it before it becomes "down".
-                wanted["storage_low"] = ("major", storage.get("detail", ""))
-            for model, verdict in self._drift.items():
-                if verdict["drifted"]:
-                    text = (
-                        f"histogram distance {verdict['histogram_distance']}, "
-                        f"rate change {verdict['rate_change']}"
-                    )
-                    wanted[f"drift_{model}"] = ("warning", text)
+            wanted = wanted_alarms(doc, self._drift)
+            if self._reverted is not None:
+                wanted["config_reverted"] = ("major", str(self._reverted.get("reason", "")))
             self.alarms.reconcile(wanted)
         if same_health(self._last_health, doc) or self.outbox is None:
             return
@@ -363,29 +374,10 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         """The control socket's ``status`` reply."""
-        outbox = self.outbox.snapshot() if self.outbox else {}
-        return {
-            "ok": True,
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "uptime_s": round(self.clock.monotonic_s() - self.started_mono_s, 1),
-                "started_at": dt.datetime.fromtimestamp(self.started_wall_s, dt.timezone.utc)
-                .isoformat()
-                .replace("+00:00", "Z"),
-            },
-            "health": health_document(self.health_components(), self.clock.wall_s()),
-            "stats": self.pipeline.stats_snapshot() if self.pipeline else {},
-            "models": self.pipeline.model_info() if self.pipeline else {},
-            "link": self.link_info(),
-            "outbox": {
-                "depth": outbox.get("depth", 0),
-                "bytes": outbox.get("bytes", 0),
-                "dropped": outbox.get("dropped", {}),
-            },
-            "alarms": self.alarms.snapshot() if self.alarms else {},
-            "config_version": self.loaded.desired_version,
-        }
+        doc = status_document(self)
+        doc["config_trial"] = self.config_trial.status() if self.config_trial else None
+        doc["config_reverted"] = self._reverted
+        return doc
 
 
 def boot_id() -> str:

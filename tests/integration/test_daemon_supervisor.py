@@ -136,7 +136,7 @@ def test_daemon_runs_reports_answers_and_stops_cleanly(
         send(mosquitto, "ping", "c1", b"{}")
         send(mosquitto, "ping", "c2", b"{not json")
         send(mosquitto, "selfdestruct", "c3", b"{}")
-        bad = {"version": 1, "config": {"cameras": [{"fps": -1}]}}
+        bad = {"version": 1, "config": {"telemetry": {"stats_interval_s": -1}}}
         send(mosquitto, "config", "c4", json.dumps(bad).encode())
         assert rec.wait_for(
             lambda: all(
@@ -158,7 +158,7 @@ def test_daemon_runs_reports_answers_and_stops_cleanly(
         assert op_states(rec, "selfdestruct", "c3")[-1]["reason"] == "unknown_operation"
         bad_config = op_states(rec, "config", "c4")[-1]
         assert bad_config["reason"] == "invalid_config"
-        assert any(e["key_path"].startswith("cameras[0]") for e in bad_config["errors"])
+        assert any(e["key_path"] == "telemetry.stats_interval_s" for e in bad_config["errors"])
 
         # A redelivered command re-publishes its last state; it does not run again.
         before = len(op_states(rec, "ping", "c1"))

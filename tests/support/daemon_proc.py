@@ -31,6 +31,7 @@ def minimal_config(
     state_dir: Path,
     socket_path: Path,
     trust_root: Path | None = None,
+    control: str = "",
     extra: str = "",
 ) -> Path:
     """A daemon config with no camera and no model: starts in about a second."""
@@ -48,6 +49,7 @@ def minimal_config(
         root = "{trust_root or (path.parent / "no-root.json")}"
         [control]
         socket_path = "{socket_path}"
+        {control}
         [telemetry]
         health_interval_s = 0.2
         [outbox]
