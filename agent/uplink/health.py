@@ -47,8 +47,11 @@ def health_document(components: dict[str, Component], ts: float) -> dict[str, An
     }
 
 
+def _statuses(doc: dict[str, Any]) -> dict[str, Any]:
+    return {name: c.get("status") for name, c in (doc.get("components") or {}).items()}
+
+
 def same_health(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    """Equal apart from the timestamp: publish only on change."""
-    return (
-        a is not None and a.get("status") == b["status"] and a.get("components") == b["components"]
-    )
+    """Same overall and per-component status: the retained message is re-published only
+    when one changes, not when a detail's text does ("812 MB free" → "811 MB free")."""
+    return a is not None and a.get("status") == b["status"] and _statuses(a) == _statuses(b)

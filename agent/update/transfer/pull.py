@@ -28,6 +28,7 @@ from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_fra
 from agent.update.trust.verify import Verified
 
 log = get_logger(__name__)
+MAX_QUIET_REPORT_S = 60.0  # progress report period once nothing has arrived for a while
 
 
 class StreamPull:
@@ -152,6 +153,8 @@ class StreamPull:
         self._mark_stream(stream_topic)
         self._bus.subscribe(stream_topic, self.on_stream)
         last_progress = 0.0
+        # Nothing arriving (no chunk server yet): report less and less often, not every second.
+        every_s, last_done = self.settings.progress_interval_s, -1
         try:
             while not self._stop.is_set():
                 if superseded():
@@ -166,9 +169,16 @@ class StreamPull:
                         self._bus.publish(request_topic, tick.request.encode(), qos=1)
                     except AgentError as exc:  # link down: the stall timer asks again
                         log.debug("chunk_request_unsent", error=str(exc))
-                if now - last_progress >= self.settings.progress_interval_s:
+                if now - last_progress >= every_s:
                     last_progress = now
                     progress = session.progress()
+                    moved = progress.bytes_done != last_done
+                    last_done = progress.bytes_done
+                    every_s = (
+                        self.settings.progress_interval_s
+                        if moved
+                        else min(every_s * 2, MAX_QUIET_REPORT_S)
+                    )
                     self._reporter.report(
                         dep, "downloading", progress=dataclasses.asdict(progress), **common
                     )
