@@ -82,6 +82,11 @@ def _read_capped(path: Path, cap: int, what: str) -> bytes:
 
 
 def read_manifest(bundle_dir: Path) -> bytes:
+    if not bundle_dir.is_dir():  # a typo in the path is not an unsigned bundle
+        what = "is not a directory" if bundle_dir.exists() else "does not exist"
+        raise VerificationError(
+            Reason.MALFORMED, f"bundle directory {bundle_dir} {what}", path=str(bundle_dir)
+        )
     return _read_capped(bundle_dir / MANIFEST_FILE, MAX_ENVELOPE_BYTES, "manifest")
 
 
