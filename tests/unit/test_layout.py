@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "cli": 0,
     "fleet": 0,
     "__main__": 0,
+    "service_setup": 0,  # `edge-agent setup-service`'s back end: reads profiles like a command
     "daemon": 1,
     "pipeline": 2,
     "update": 2,
