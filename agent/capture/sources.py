@@ -228,6 +228,16 @@ def _open_capture(camera: CameraConfig, spec: SourceSpec) -> cv2.VideoCapture:
     return cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
 
 
+def v4l2_node_problem(node: str) -> str:
+    """Why a V4L2 device node cannot be opened, before OpenCV says only that it cannot."""
+    path = Path(node)
+    if not path.exists():
+        return f"no such device {node} (is the camera plugged in? see `ls /dev/video*`)"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"no permission to open {node} (add the service user to the video group)"
+    return ""
+
+
 def open_source(camera: CameraConfig, board: BoardConfig, *, paced: bool = True) -> Source:
     spec = parse_source(camera, board)
 
@@ -246,13 +256,19 @@ def open_source(camera: CameraConfig, board: BoardConfig, *, paced: bool = True)
         return ImageDirSource(files, camera.fps, paced, camera.loop)
     if spec.kind == "file" and not Path(spec.target).is_file():
         raise failed(f"no such file {spec.target}")
+    if spec.kind == "v4l2":
+        problem = v4l2_node_problem(spec.target)
+        if problem:
+            raise failed(problem)
     try:
         cap = _open_capture(camera, spec)
     except cv2.error as exc:
         raise failed(f"OpenCV refused the source: {exc}") from exc
     if not cap.isOpened():
         cap.release()
-        raise failed(f"cannot open {spec.kind} source")
+        # The device node is named; an RTSP URL may hold a password and is not.
+        where = f" {spec.target}" if spec.kind in ("v4l2", "file") else ""
+        raise failed(f"cannot open {spec.kind} source{where}")
     reported_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     fps = reported_fps if spec.kind == "file" and 0 < reported_fps <= 240 else camera.fps
     log.info("source_opened", camera=camera.name, kind=spec.kind, fps=round(fps, 2))
