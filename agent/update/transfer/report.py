@@ -65,6 +65,7 @@ class OpReporter:
         self._path = state_path
         self._lock = threading.Lock()
         self._unsent: dict[str, bytes] = {}
+        self._persist_pending = False
         try:
             raw = json.loads(state_path.read_text(encoding="utf-8"))
             self._known: dict[str, dict[str, Any]] = {str(k): dict(v) for k, v in raw.items()}
@@ -108,7 +109,7 @@ class OpReporter:
             }
             while len(self._known) > _MAX_REMEMBERED:
                 self._known.pop(next(iter(self._known)))
-            atomic_write_json(self._path, self._known, mode=0o600)
+            self._persist()
             self._unsent[deployment_id] = json.dumps(doc, sort_keys=True).encode("utf-8")
         # Progress reports repeat the status: logged once per change, not once a second.
         (log.info if changed else log.debug)(
@@ -117,8 +118,21 @@ class OpReporter:
         self.flush()
         return doc
 
+    def _persist(self) -> None:
+        """Caller holds the lock. A full disk must not swallow the state: it is published
+        anyway and the file is written again on the next flush (issue 18: ENOSPC)."""
+        try:
+            atomic_write_json(self._path, self._known, mode=0o600)
+        except OSError as exc:
+            self._persist_pending = True
+            log.warning("model_update_states_unsaved", error=str(exc))
+        else:
+            self._persist_pending = False
+
     def flush(self) -> None:
         with self._lock:
+            if self._persist_pending:
+                self._persist()
             items = list(self._unsent.items())
         for deployment_id, payload in items:
             try:

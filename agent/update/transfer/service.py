@@ -23,6 +23,7 @@ from agent.errors import Reason, SourceError, UpdateError
 from agent.log import get_logger
 from agent.update.store.installer import Installer
 from agent.update.store.outcome import InstallResult
+from agent.update.transfer import budget
 from agent.update.transfer.freshness import FreshnessWatch
 from agent.update.transfer.pull import StreamPull
 from agent.update.transfer.report import OpReporter
@@ -56,9 +57,11 @@ class UpdateService:
         *,
         clock: Clock | None = None,
         https: BundleFetcher | None = None,
+        free_bytes: budget.FreeBytes = budget.disk_free_bytes,
     ) -> None:
         self._bus = bus
         self._https = https
+        self._free_bytes = free_bytes
         self._installer = installer
         self._topics = topics
         self.settings = settings
@@ -222,20 +225,8 @@ class UpdateService:
 
     def _deploy(self, slot: str, envelope: bytes) -> None:
         key = hashlib.sha256(envelope).hexdigest()
-        try:
-            verified = self._installer.verify(envelope)
-        except UpdateError as exc:
-            signed = signed_manifest(envelope, self._installer.trust.load_root())
-            if signed is None:
-                # Not authentic: no op state (its claimed id may be a real deployment's).
-                source = self._topics.deploy(self.settings.fleet, slot)
-                self.unverified.record(source, exc.reason, exc.message)
-                return
-            log.warning("deployment_rejected", slot=slot, reason=exc.reason.value)
-            doc = self.reporter.report(
-                signed.deployment_id, "failed", exc.reason, detail=exc.message, key=key
-            )
-            self.results.append(doc)
+        verified = self._verify(slot, envelope, key)
+        if verified is None:
             return
         manifest = verified.manifest
         dep = manifest.deployment_id
@@ -252,16 +243,8 @@ class UpdateService:
         ):
             self.reporter.report(dep, "successful", noop=True, **common)
             return
-        self.reporter.report(dep, "downloading", **common)
-        try:
-            files_dir = self._fetch(verified, common)
-        except Superseded:
-            self.reporter.report(dep, "failed", Reason.INTERRUPTED, detail="superseded", **common)
-            return
-        except UpdateError as exc:
-            self.reporter.report(dep, "failed", exc.reason, detail=exc.message, **common)
-            return
-        if files_dir is None:  # stopping: the bitmap resumes it on the next start
+        files_dir = self._download(verified, common)
+        if files_dir is None:  # failed (reported), or stopping: the bitmap resumes it later
             return
         self.reporter.report(dep, "installing", **common)
         try:
@@ -270,11 +253,52 @@ class UpdateService:
             result = InstallResult(slot, "rejected", exc.reason, detail=exc.message)
         self._finish(dep, result, common, files_dir.parent)
 
+    def _verify(self, slot: str, envelope: bytes, key: str) -> Verified | None:
+        """The verified manifest, or None once the rejection is reported (or counted)."""
+        try:
+            return self._installer.verify(envelope)
+        except UpdateError as exc:
+            signed = signed_manifest(envelope, self._installer.trust.load_root())
+            if signed is None:
+                # Not authentic: no op state (its claimed id may be a real deployment's).
+                source = self._topics.deploy(self.settings.fleet, slot)
+                self.unverified.record(source, exc.reason, exc.message)
+                return None
+            log.warning("deployment_rejected", slot=slot, reason=exc.reason.value)
+            doc = self.reporter.report(
+                signed.deployment_id, "failed", exc.reason, detail=exc.message, key=key
+            )
+            self.results.append(doc)
+            return None
+
+    def _download(self, verified: Verified, common: dict[str, Any]) -> Path | None:
+        """The bundle's files, or None: failed (reported) or stopping."""
+        manifest = verified.manifest
+        dep = manifest.deployment_id
+        transfer_dir = self._transfer_root / manifest.chunk_index.sha256
+        try:
+            # Before the first chunk: the signed total must fit (other partials are dropped).
+            budget.reserve(self._transfer_root, manifest, self._free_bytes)
+            self.reporter.report(dep, "downloading", **common)
+            try:
+                return self._fetch(verified, common)
+            except OSError as exc:  # a disk error in the HTTPS source's writes
+                raise budget.translate_os_error(exc, "writing the transfer") from exc
+        except Superseded:
+            # Kept: the next transfer's reserve() drops it unless it shares these files.
+            self.reporter.report(dep, "failed", Reason.INTERRUPTED, detail="superseded", **common)
+        except UpdateError as exc:
+            # A terminal state frees the partial files first (the op state can then be saved).
+            TransferSession.remove(transfer_dir)
+            self.reporter.report(dep, "failed", exc.reason, detail=exc.message, **common)
+        return None
+
     def _finish(
         self, dep: str, result: InstallResult, common: dict[str, Any], transfer_dir: Path
     ) -> None:
         if result.outcome == "interrupted":
             return
+        TransferSession.remove(transfer_dir)  # first: a full disk gets its space back
         status, default_reason = _OUTCOME.get(result.outcome, ("failed", Reason.INCONSISTENT))
         reason = result.reason or default_reason
         extra = {"shadow": result.shadow} if result.shadow else {}  # shadow-trial figures
@@ -282,7 +306,6 @@ class UpdateService:
             dep, status, reason, outcome=result.outcome, detail=result.detail, **common, **extra
         )
         self.results.append(doc)
-        TransferSession.remove(transfer_dir)
 
     def _fetch(self, verified: Verified, common: dict[str, Any]) -> Path | None:
         """From the manifest's HTTPS URL when it has one (and this device uses HTTPS), else MQTT."""

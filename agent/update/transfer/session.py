@@ -17,6 +17,7 @@ from agent.errors import DownloadError, Reason
 from agent.fsutil import atomic_write_bytes
 from agent.log import get_logger
 from agent.update.transfer.bitmap import ChunkBitmap
+from agent.update.transfer.budget import translate_os_error
 from agent.update.transfer.parts import PartFiles, WriteResult
 from agent.update.transfer.planner import PlannerLimits, Verdict, WindowPlanner
 from agent.update.transfer.table import ChunkTable
@@ -79,6 +80,8 @@ class TransferSession:
         self.parts: PartFiles | None = None
         self.acks = 0
         self.frames_seen = 0
+        # A disk error on the network thread (ENOSPC writing a chunk): raised by the next tick.
+        self.failure: DownloadError | None = None
         self._index_pieces: dict[int, bytes] = {}
         pieces = max(1, -(-index_ref.length // index_ref.chunk_size))
         self._planner = WindowPlanner(ChunkBitmap(pieces), limits, now_s)
@@ -147,7 +150,23 @@ class TransferSession:
     # -- frames and ticks ------------------------------------------------------
 
     def on_frame(self, frame: Frame, now_s: float) -> WriteResult | None:
+        try:
+            return self._on_frame(frame, now_s)
+        except OSError as exc:
+            with self._lock:
+                if self.failure is None:
+                    self.failure = translate_os_error(exc, "writing the transfer")
+                    log.warning("transfer_write_failed", error=str(exc), dir=str(self.directory))
+            return None
+        except DownloadError as exc:  # an index that does not fit the manifest
+            with self._lock:
+                self.failure = self.failure or exc
+            return None
+
+    def _on_frame(self, frame: Frame, now_s: float) -> WriteResult | None:
         with self._lock:
+            if self.failure is not None:
+                return None
             self.frames_seen += 1
             self._planner.saw_frame(now_s)
             if frame.kind is FrameKind.ACK:
@@ -174,6 +193,8 @@ class TransferSession:
     def tick(self, now_s: float) -> Tick:
         """What to request now; raises DownloadError when the transfer cannot finish."""
         with self._lock:
+            if self.failure is not None:
+                raise self.failure
             plan = self._planner.plan(now_s)
             if plan.verdict is Verdict.DEADLINE:
                 raise DownloadError(
@@ -209,7 +230,10 @@ class TransferSession:
         with self._lock:
             if self.parts is None or not self.parts.bitmap.complete:
                 raise DownloadError(Reason.INTERRUPTED, "transfer is not complete")
-            return self.parts.finish()
+            try:
+                return self.parts.finish()
+            except OSError as exc:
+                raise translate_os_error(exc, "finishing the transfer") from exc
 
     def progress(self) -> Progress:
         parts = self.parts
@@ -236,7 +260,10 @@ class TransferSession:
     def close(self) -> None:
         with self._lock:
             if self.parts is not None:
-                self.parts.flush()
+                try:
+                    self.parts.flush()
+                except OSError as exc:  # full disk: the bitmap lags, resume re-verifies gaps
+                    log.warning("transfer_flush_failed", error=str(exc))
                 self.parts.close()
 
     @property
