@@ -7,12 +7,19 @@ journal line has one shape whoever wrote it.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
+from pathlib import Path
 from typing import Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+# The agent's own recent log, for the support bundle where there is no journal: one file
+# and one rotated copy of this size each (a bounded ring of JSON lines in the state dir).
+RING_FILE = "log/agent.log"
+RING_MAX_BYTES = 512 * 1024
 
 # Cached loggers are faster, but a module logger cached once ignores later configuration
 # (structlog.testing.capture_logs included): the test suite turns this off for the process.
@@ -40,8 +47,13 @@ def configure(
     fmt: LogFormat = "auto",
     stream: TextIO | None = None,
     cache_loggers: bool | None = None,
+    ring_path: Path | None = None,
 ) -> None:
-    """Configure structlog and the stdlib root logger. Safe to call more than once."""
+    """Configure structlog and the stdlib root logger. Safe to call more than once.
+
+    ``ring_path``: also keep the recent log as JSON lines there (``RING_MAX_BYTES`` per file,
+    one rotated copy); a path that cannot be written is skipped, never fatal.
+    """
     if cache_loggers is None:
         cache_loggers = CACHE_LOGGERS_DEFAULT
     out = stream if stream is not None else sys.stderr
@@ -65,6 +77,10 @@ def configure(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if ring_path is not None:
+        ring = _ring_handler(ring_path)
+        if ring is not None:
+            root.handlers.append(ring)
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
     # paho logs every packet at DEBUG; keep it at WARNING unless asked for.
@@ -84,3 +100,24 @@ def configure(
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+def _ring_handler(path: Path) -> logging.Handler | None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=RING_MAX_BYTES, backupCount=1, encoding="utf-8"
+        )
+    except OSError:
+        return None
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED_PROCESSORS,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.dict_tracebacks,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    return handler

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from agent.cli.common import config_options, configure_logging_from
+from agent import log
+from agent.cli.common import config_options
 from agent.config import default_config_path
 from agent.config.desired import load_for_daemon
 
@@ -29,7 +31,13 @@ def run(args: argparse.Namespace) -> int:
     loaded, trial = load_for_daemon(
         args.config or default_config_path(), assignments=args.assignments, now_s=time.time()
     )
-    configure_logging_from(loaded, args)
+    # The daemon also keeps its recent log in the state dir: `diag --bundle` ships it
+    # where there is no journal (not under systemd).
+    log.configure(
+        level=getattr(args, "log_level", None) or loaded.config.logging.level,
+        fmt=loaded.config.logging.format,
+        ring_path=Path(loaded.config.storage.state_dir) / log.RING_FILE,
+    )
     supervisor = Supervisor(loaded, config_trial=trial)
     supervisor.install_signal_handlers()
     return supervisor.run()

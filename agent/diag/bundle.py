@@ -26,6 +26,7 @@ from agent.diag.report import DiagReport
 from agent.diag.system import CommandRunner, run_command
 from agent.errors import AgentError
 from agent.fsutil import fsync_dir
+from agent.log import RING_FILE
 
 JOURNAL_LINES = 2000
 BUNDLE_MODE = 0o600  # logs and config of a device: for the technician, not for everyone
@@ -97,6 +98,18 @@ def journal_text(runner: CommandRunner) -> str:
     return out
 
 
+def agent_log_text(state_dir: Path) -> str:
+    """The daemon's own recent log (the ring file and its rotated copy, oldest first)."""
+    ring = state_dir / RING_FILE
+    parts = []
+    for path in (ring.with_name(ring.name + ".1"), ring):
+        try:
+            parts.append(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+    return "".join(parts) or f"# no agent log at {ring} (the daemon has not run here)\n"
+
+
 def update_document(cfg: AgentConfig) -> dict[str, Any]:
     try:
         status = updates.read_update_status(Path(cfg.storage.state_dir), Path(cfg.trust.root))
@@ -117,6 +130,7 @@ def members(
         "checks.json": dumps(report.to_json()),
         "config.json": dumps(config_document(loaded)),
         "journal.log": journal_text(runner),
+        "agent.log": agent_log_text(Path(cfg.storage.state_dir)),
         "update_status.json": dumps(update_document(cfg)),
         "outbox.json": dumps(ondisk.outbox_summary(Path(cfg.storage.state_dir))),
         "version.json": dumps(ondisk.version_info()),

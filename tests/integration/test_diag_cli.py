@@ -202,6 +202,7 @@ def test_bundle_path_is_last_line_and_secrets_stay_out(device: Path, tmp_path: P
         "checks.json",
         "config.json",
         "journal.log",
+        "agent.log",
         "update_status.json",
         "outbox.json",
         "version.json",
