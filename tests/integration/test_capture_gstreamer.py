@@ -73,6 +73,9 @@ def report(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 def test_the_venv_uses_the_system_opencv_not_a_wheel(report):
     assert str(report["cv2_file"]).startswith("/usr/lib/python3/dist-packages/")
     assert report["opencv_dists"] == []  # no opencv-python(-headless) installed by pip
+    # The system NumPy satisfies the agent's pin, so pip keeps it: a NumPy 2 from pip would
+    # break a system cv2 built against NumPy 1.x.
+    assert str(report["numpy_file"]).startswith("/usr/lib/python3/dist-packages/")
     assert "YES" in str(report["gstreamer"])
     assert str(report["agent_file"]).startswith(str(report["venv"]))
 

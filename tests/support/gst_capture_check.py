@@ -181,6 +181,8 @@ def main() -> None:
         "cv2_version": cv2.__version__,
         "gstreamer": gst_line,
         "opencv_dists": dists,
+        "numpy_file": np.__file__,
+        "numpy_version": np.__version__,
         "agent_file": agent.__file__,
         "gst": capture(gst_camera, BoardConfig(), 1.0),
         "csi": capture(CameraConfig(name="csi", source="csi:0", fps=30), board, 1.0),
