@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.cli.common import config_options, configure_logging_from, load_from_args, print_json
 from agent.config.root import AgentConfig
+from agent.diag.updates import slot_status_line
 from agent.errors import CommandError, Reason
 from agent.inference.registry import BackendOptions
 from agent.update.store.bundle import check_chunk_index, read_manifest, read_root_chain
@@ -71,12 +72,7 @@ def run_status(args: argparse.Namespace) -> int:
     if not status["slots"]:
         print("no updates installed")
     for slot, info in status["slots"].items():
-        active = info["active"] or {}
-        last = info["last_result"]
-        print(
-            f"{slot}: phase {info['phase']}, active manifest v{active.get('manifest_version')} "
-            f"release {active.get('release')}, last {last['outcome']} ({last['reason']})"
-        )
+        print(slot_status_line(slot, info))  # no "(None)" for what has not happened
     return 0
 
 

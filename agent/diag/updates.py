@@ -91,6 +91,16 @@ def active_label(active: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "config model"
 
 
+def slot_status_line(slot: str, info: Mapping[str, Any]) -> str:
+    """One ``update status`` line: phase, active versions (labelled), last result if any."""
+    active = info.get("active") or {}
+    last = info.get("last_result") or {}
+    line = f"{slot}: phase {info.get('phase') or 'idle'}, active {active_label(active)}"
+    if last.get("outcome"):
+        line += f", last {last['outcome']}" + (f" ({last['reason']})" if last.get("reason") else "")
+    return line
+
+
 def judge_update(status: Mapping[str, Any]) -> CheckResult:
     slots = status.get("slots") or {}
     if not isinstance(slots, Mapping) or not slots:

@@ -365,3 +365,19 @@ def test_update_row_labels_release_and_manifest_version():
     assert updates.judge_update(both).detail == "detector: release 3, manifest v7 (idle)"
     none = {"slots": {"detector": {"active": None, "phase": "idle"}}}
     assert updates.judge_update(none).detail == "detector: config model (idle)"
+
+
+def test_update_status_line_has_no_none():
+    committed = {
+        "phase": "committed",
+        "active": {"release": 4, "manifest_version": 4},
+        "last_result": {"outcome": "committed", "reason": None},
+    }
+    line = updates.slot_status_line("detector", committed)
+    assert line == "detector: phase committed, active release 4, manifest v4, last committed"
+    fresh = {"phase": "idle", "active": None, "last_result": {}}
+    assert (
+        updates.slot_status_line("detector", fresh) == "detector: phase idle, active config model"
+    )
+    failed = {**committed, "last_result": {"outcome": "rejected", "reason": "rollback"}}
+    assert updates.slot_status_line("detector", failed).endswith("last rejected (rollback)")
