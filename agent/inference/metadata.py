@@ -10,8 +10,8 @@ same facts:
 * ONNX: a protobuf ``ModelProto`` (field 1, ``ir_version``, first); ``metadata_props``
   (read by the backend) for labels (``names`` as written by Ultralytics exports,
   ``labels`` or ``character``), ``imgsz`` and ``mean``/``std``;
-* TensorRT: a serialized engine (``ftrt``/``ptrt`` tag at bytes 0..4 or 4..8), or
-  the ``.engine``/``.plan`` suffix.
+* TensorRT: a serialized plan starts with ``ftrt``; otherwise (an engine wrapped
+  with a metadata header, as Ultralytics writes them) the ``.engine``/``.plan`` suffix.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agent.inference.adapt import ModelHints
 from agent.inference.base import Backend
 
 TFLITE_ID = b"TFL3"
-TRT_TAGS = (b"ftrt", b"ptrt")
+TRT_PLAN_TAG = b"ftrt"
 METADATA_NAME = b"TFLITE_METADATA"
 NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag in metadata_schema.fbs
 ONNX_IR_VERSION_TAG = 0x08  # field 1, varint
@@ -39,7 +39,7 @@ def sniff_backend(head: bytes, suffix: str = "") -> str | None:
     """Backend from a file's first 16 bytes, else from its suffix; None: not a model."""
     if head[4:8] == TFLITE_ID:
         return "tflite"
-    if head[:4] in TRT_TAGS or head[4:8] in TRT_TAGS:
+    if head[:4] == TRT_PLAN_TAG:
         return "tensorrt"
     if len(head) > 1 and head[0] == ONNX_IR_VERSION_TAG and 0 < head[1] < MAX_IR_VERSION:
         return "onnx"

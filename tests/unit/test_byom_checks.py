@@ -41,8 +41,7 @@ SSD_OUTPUTS = [
     [
         (b"\x1c\x00\x00\x00TFL3\x00\x00\x00\x00\x00\x00\x00\x00", ".onnx", "tflite"),
         (b"\x08\x07\x12\x07pytorch\x1a\x00", ".tflite", "onnx"),
-        (b"ptrt\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", ".bin", "tensorrt"),
-        (b"\x00\x00\x00\x00ftrt\x00\x00\x00\x00\x00\x00\x00\x00", "", "tensorrt"),
+        (b"ftrt\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", ".bin", "tensorrt"),
         (b"# edge-agent\n\n[[models]]", ".md", None),
         (b"\x00" * 16, ".engine", "tensorrt"),
     ],
