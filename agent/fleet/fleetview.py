@@ -97,6 +97,7 @@ def device_row(device: str, entry: dict[str, Any]) -> dict[str, Any]:
             {
                 "op": current[0],
                 **{k: current[1].get(k) for k in ("status", "reason", "ts", "status_version")},
+                **({"shadow": current[1]["shadow"]} if current[1].get("shadow") else {}),
             }
             if current
             else None
@@ -131,6 +132,12 @@ def _op_text(row: dict[str, Any], now_s: float) -> str:
     text = f"{op['op']} {op['status']}"
     if op.get("reason"):
         text += f" ({op['reason']})"
+    shadow = op.get("shadow")
+    if isinstance(shadow, dict):  # the shadow trial's figures (issue 15)
+        text += (
+            f" [shadow {shadow.get('frames_compared')} frames, agreement "
+            f"{shadow.get('agreement')}, rate change {shadow.get('rate_change')}]"
+        )
     if isinstance(op.get("ts"), int | float):
         text += f" {age(now_s - float(op['ts']))}"
     return text
