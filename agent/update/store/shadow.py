@@ -114,6 +114,11 @@ class ShadowTrial:
         serving = self._frames.model_info().get(slot, {})
         if "runtime" not in serving:
             return ShadowOutcome("no serving model to compare with", Reason.SHADOW_DISAGREEMENT)
+        if Path(serving["path"]).resolve() == candidate_path.resolve():
+            # A restart mid-trial loads ``current``, the candidate: comparing it with itself
+            # would prove nothing, so the trial fails closed (and the previous model returns).
+            why = "the candidate is already serving (restart during its trial)"
+            return ShadowOutcome(why, Reason.SHADOW_DISAGREEMENT)
         try:
             candidate = self._detectors.open(slot, candidate_path, threads=1)
         except AgentError as exc:
