@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config.model import ModelConfig
+from agent.errors import DecoderError
 from agent.events.types import Detection
 from agent.inference.base import InputSpec, TensorSpec
 from agent.inference.decoders.blazeface import BlazeFaceDecoder
@@ -39,7 +40,13 @@ class DequantizingDecoder:
                 dequantize(o, self._specs[i] if i < len(self._specs) else None)
                 for i, o in enumerate(outputs)
             ]
-        return self._inner(outputs, transform)
+        try:
+            return self._inner(outputs, transform)
+        except (ValueError, IndexError, TypeError) as exc:
+            # Numpy's complaint about outputs of the wrong shape: the model does not fit,
+            # which health and the load check report as such, not as a crash per frame.
+            shapes = [list(o.shape) for o in outputs]
+            raise DecoderError(f"decoder failed on outputs {shapes}: {exc}") from exc
 
 
 def decoder_threshold(model: ModelConfig) -> float:
