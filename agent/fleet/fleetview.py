@@ -20,10 +20,15 @@ def _order(doc: dict[str, Any]) -> tuple[float, int]:
 
 
 def latest_op(ops: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """The newest op state (``"<op>/<id>"``, doc) across every op and deployment."""
+    """The newest op state (``"<op>/<id>"``, doc) across every op and deployment.
+
+    A manifest for other devices, refused as ``not_targeted``, is no operation on this one:
+    it is passed over while there is anything else.
+    """
     if not ops:
         return None
-    return max(ops.items(), key=lambda kv: _order(kv[1]))
+    done = {k: v for k, v in ops.items() if v.get("reason") != "not_targeted"} or ops
+    return max(done.items(), key=lambda kv: _order(kv[1]))
 
 
 def active_versions(

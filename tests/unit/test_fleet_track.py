@@ -67,3 +67,21 @@ def test_progress_moves_with_bytes_and_phases():
     assert tracker.snapshot()["cam-001"].fraction == 0.25
     tracker.on_message(topic, state("installing", 2))
     assert tracker.snapshot()["cam-001"].fraction == 1.0
+
+
+def test_status_last_op_is_the_newest_by_time_and_skips_not_targeted():
+    from agent.fleet.fleetview import latest_op
+
+    ops = {
+        "model_update/a": {"status": "successful", "status_version": 9, "ts": 100.0},
+        "model_update/b": {"status": "failed", "status_version": 1, "ts": 200.0},
+        "model_update/c": {
+            "status": "failed",
+            "reason": "not_targeted",
+            "status_version": 1,
+            "ts": 300.0,
+        },
+    }
+    assert latest_op(ops) == ("model_update/b", ops["model_update/b"])
+    only = {"model_update/c": ops["model_update/c"]}
+    assert latest_op(only) == ("model_update/c", ops["model_update/c"])
