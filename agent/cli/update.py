@@ -12,9 +12,9 @@ from agent.config.root import AgentConfig
 from agent.diag.updates import slot_status_line
 from agent.errors import CommandError, Reason
 from agent.inference.registry import BackendOptions
-from agent.update.store.bundle import check_chunk_index, read_manifest, read_root_chain
 from agent.update.store.factory import build_installer
 from agent.update.store.journal import read_status
+from agent.update.store.localbundle import install_from_dir
 from agent.update.store.outcome import InstallResult
 from agent.update.store.probe import OfflineProbe
 from agent.update.store.slotmodel import SlotDetectors
@@ -81,12 +81,8 @@ def run_install(args: argparse.Namespace) -> int:
     configure_logging_from(loaded, args)
     cfg = loaded.config
     installer = build_installer(cfg, _probe(cfg))
-    installer.recover()
-    bundle: Path = args.bundle
-    installer.apply_roots(read_root_chain(bundle, installer.trust.load_root().version))
-    verified = installer.verify(read_manifest(bundle))
-    check_chunk_index(bundle, verified.manifest)
-    result = installer.install(verified, bundle)
+    # Copied into the state dir before its files are checked: the journal never names the stick.
+    result = install_from_dir(installer, args.bundle)
     _report(result, as_json=args.json)
     return result.exit_code
 

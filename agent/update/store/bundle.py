@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import DownloadError, Reason, VerificationError
-from agent.update.store.stagefiles import check_file
+from agent.update.store.stagefiles import check_bytes, read_regular
 from agent.update.trust.envelope import canonical_bytes, strict_loads
 from agent.update.trust.manifest import Manifest
 from agent.update.trust.root import MAX_ROOT_BYTES
@@ -71,9 +71,11 @@ def parse_chunk_index(data: bytes, manifest: Manifest) -> dict[str, list[str]]:
 
 
 def _read_capped(path: Path, cap: int, what: str) -> bytes:
+    """A regular file only (``read_regular``: no FIFO, device or symlink), at most ``cap``."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(cap + 1)
+        data = read_regular(path, cap)
+    except DownloadError as exc:
+        raise VerificationError(Reason.MALFORMED, f"{what} {path}: {exc.message}") from exc
     except OSError as exc:
         raise VerificationError(Reason.UNSIGNED, f"cannot read {what} {path}: {exc}") from exc
     if len(data) > cap:
@@ -93,7 +95,7 @@ def read_manifest(bundle_dir: Path) -> bytes:
 def read_root_chain(bundle_dir: Path, trusted_version: int) -> list[bytes]:
     """Roots newer than ``trusted_version`` shipped in ``roots/N.root.json``, in order."""
     roots_dir = bundle_dir / ROOTS_DIR
-    if not roots_dir.is_dir():
+    if roots_dir.is_symlink() or not roots_dir.is_dir():
         return []
     found: dict[int, Path] = {}
     for path in roots_dir.iterdir():
@@ -105,5 +107,11 @@ def read_root_chain(bundle_dir: Path, trusted_version: int) -> list[bytes]:
 
 def check_chunk_index(bundle_dir: Path, manifest: Manifest) -> dict[str, list[str]]:
     path = bundle_dir / manifest.chunk_index.name
-    check_file(path, manifest.chunk_index)
-    return parse_chunk_index(path.read_bytes(), manifest)
+    try:
+        data = read_regular(path, manifest.chunk_index.length)
+    except OSError as exc:
+        raise DownloadError(
+            Reason.LENGTH_MISMATCH, f"{path.name}: cannot read: {exc}", file=path.name
+        ) from exc
+    check_bytes(data, manifest.chunk_index)  # the bytes parsed are the bytes hashed
+    return parse_chunk_index(data, manifest)

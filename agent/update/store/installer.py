@@ -22,6 +22,7 @@ from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJourn
 from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
 from agent.update.store.outcome import Figures, InstallResult, space_guard
 from agent.update.store.probe import HealthProbe, golden_on_staged
+from agent.update.store.stagefiles import usable_source
 from agent.update.store.truststore import TrustStore
 from agent.update.trust.manifest import Manifest
 from agent.update.trust.policy import DeviceFacts, Floor, Verdict, channel
@@ -354,7 +355,7 @@ class Installer:
         # Every restart mid-deployment counts as a transition: the livelock breaker's clock.
         entry = self.journal.save(entry, entry.phase)
         if entry.phase in (Phase.VERIFIED, Phase.STAGED):
-            if not Path(entry.source_dir).is_dir():
+            if not usable_source(entry.source_dir):  # gone, relative or a symlink
                 return self._abandon(entry)
             try:
                 return self._stage_onwards(entry, manifest)

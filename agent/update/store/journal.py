@@ -97,6 +97,8 @@ class Journal:
 
     def save(self, entry: SlotJournal, phase: Phase, **changes: Any) -> SlotJournal:
         """Persist a transition; raises ``LoopBreakError`` past the per-deployment limit."""
+        if changes.get("source_dir"):  # absolute only: a relative path means another dir later
+            changes["source_dir"] = str(Path(changes["source_dir"]).absolute())
         new = replace(entry, phase=phase, transitions=entry.transitions + 1, **changes)
         if new.transitions > self.max_transitions and phase is not Phase.INCONSISTENT:
             raise LoopBreakError(f"{new.transitions} transitions")
