@@ -49,6 +49,7 @@ class Reason(str, enum.Enum):
     UNKNOWN_OPERATION = "unknown_operation"
     INVALID_CONFIG = "invalid_config"  # a desired config that does not validate
     NO_FRAME = "no_frame"  # a snapshot of a camera that has not delivered a frame yet
+    BUSY = "busy"  # command queue full or the sender over its rate: retry after retry_after_s
     # The daemon side doors (issues 17, 18): one daemon per state dir, safe socket paths,
     # remote config allow-list, one installer at a time.
     ALREADY_RUNNING = "already_running"  # another daemon holds the state dir or socket
