@@ -1,4 +1,5 @@
-"""``edge-fleet bundle create --golden DIR --shadow-min-agreement F`` on the real sample model."""
+"""``edge-fleet bundle create --golden DIR --shadow-min-agreement F`` on the real sample model,
+and ``edge-fleet status`` showing a trial's shadow figures."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.fleet.cli import main
+from agent.fleet.fleetview import device_row, render_lines
 from agent.fleet.keys import init_keys
 from agent.update.store.bundle import read_manifest
 from agent.update.trust.envelope import parse_envelope
@@ -95,3 +97,16 @@ def test_bad_trial_flags_are_refused_before_anything_is_written(
     assert create(short_range_model, keys, out, *filled) != 0
     assert why in capsys.readouterr().err
     assert not (out / "manifest.json").exists()
+
+
+def test_fleet_status_shows_the_shadow_figures_of_the_last_op() -> None:
+    shadow = {"frames_compared": 60, "agreement": 0.1333, "rate_change": 0.3968}
+    op = {"status": "failed", "reason": "shadow_disagreement", "ts": 100.0, "shadow": shadow}
+    row = device_row("cam-001", {"ops": {"model_update/f1-detector-2": op}})
+    assert row["operation"]["shadow"] == shadow
+    line = render_lines([row], now_s=110.0)[-1]
+    assert "model_update/f1-detector-2 failed (shadow_disagreement)" in line
+    assert "[shadow 60 frames, agreement 0.1333, rate change 0.3968]" in line
+    plain = device_row("cam-002", {"ops": {"model_update/x": {**op, "shadow": None}}})
+    assert "shadow" not in plain["operation"]
+    assert "[shadow" not in render_lines([plain], now_s=110.0)[-1]
