@@ -28,11 +28,12 @@ class GoldenOutcome:
     passed: int = 0
 
 
-def reason_of(exc: AgentError, default: Reason) -> Reason:
+def reason_of(exc: Exception, default: Reason) -> Reason:
     """The contract reason an error carries (``DecoderMismatchError``: decoder_mismatch)."""
     if isinstance(exc, DecoderError):
         return Reason.DECODER_MISMATCH
-    reason = getattr(exc, "reason", None) or exc.data.get("reason")
+    data = exc.data if isinstance(exc, AgentError) else {}
+    reason = getattr(exc, "reason", None) or data.get("reason")
     try:
         return Reason(reason) if reason is not None else default
     except ValueError:
@@ -48,7 +49,7 @@ def run_golden(
     try:
         # One thread: this runs beside the serving model on a live device.
         detector = detectors.open(slot, model_path, threads=1)
-    except AgentError as exc:
+    except Exception as exc:  # a runtime that refuses the file fails the gate, never crashes it
         reason = reason_of(exc, Reason.GOLDEN_MISMATCH)
         return GoldenOutcome(ok=False, detail=f"golden cases cannot run: {exc}", reason=reason)
     try:

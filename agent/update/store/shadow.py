@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from agent.errors import AgentError, DecoderError, Reason
+from agent.errors import DecoderError, Reason
 from agent.log import get_logger
 from agent.update.store.golden import reason_of
 from agent.update.store.slotmodel import Detector, DetectorFactory
@@ -121,13 +121,13 @@ class ShadowTrial:
             return ShadowOutcome(why, Reason.SHADOW_DISAGREEMENT)
         try:
             candidate = self._detectors.open(slot, candidate_path, threads=1)
-        except AgentError as exc:
+        except Exception as exc:  # a runtime that refuses the file fails the trial
             return ShadowOutcome(
                 f"candidate does not load: {exc}", reason_of(exc, Reason.HEALTH_FAILED)
             )
         try:
             reference = self._detectors.open(slot, Path(serving["path"]), threads=1)
-        except AgentError as exc:
+        except Exception as exc:  # memory, a runtime hiccup: no comparison, no commit
             candidate.close()
             return ShadowOutcome(
                 f"serving model does not load for the shadow: {exc}", Reason.HEALTH_FAILED
