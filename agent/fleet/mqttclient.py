@@ -29,6 +29,7 @@ from agent.uplink.sockets import disable_nagle
 log = get_logger(__name__)
 
 _ids = itertools.count()
+MAX_SUBACKS = 256
 # (topic, payload, retained): ``retained`` is True for a message the broker held from before
 # the subscription, False for one published while we listen (MQTT forwards with retain 0).
 FlaggedCallback = Callable[[str, bytes, bool], None]
@@ -227,6 +228,8 @@ class FleetClient:
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: object, mid: int, *_rest: object
     ) -> None:
+        if len(self._subacks) > MAX_SUBACKS:  # acks nobody waits for (plain subscribes)
+            self._subacks.clear()
         self._subacks.setdefault(mid, threading.Event()).set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
