@@ -18,6 +18,7 @@ from agent.errors import AgentError, CommandError, Reason
 from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import signers_for
 from agent.fleet.mqttclient import BrokerTls, FleetClient
+from agent.fleet.rootpub import check_fleet_root
 from agent.fleet.served import ServedBundle, load_bundle
 from agent.fleet.track import (
     NO_ANSWER,
@@ -144,6 +145,8 @@ def deliver(
     manifest = bundle.manifest
     deploy_topic = topics.deploy(manifest.fleet, manifest.slot)
     check_not_older(client, deploy_topic, manifest, force)
+    # The fleet's retained root must trust the keys that signed it (issue 18.7).
+    check_fleet_root(client, topics, manifest, bundle.envelope_bytes)
     if devices is None:
         devices = fleet_members(client, topics, manifest.fleet)
     stop = threading.Event()

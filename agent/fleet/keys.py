@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import CommandError, Reason
-from agent.fleet import keyfiles
+from agent.fleet import keyfiles, rootpub
 from agent.fsutil import atomic_write_bytes
 from agent.update.store.truststore import load_root_file
 from agent.update.trust import crypto
@@ -175,7 +175,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--threshold", action="append", default=[], metavar="ROLE=N", help="new threshold"
     )
     rotate.add_argument("--expires-in", type=int, default=365, metavar="DAYS")
+    rootpub.add_publish_args(rotate, required=False)  # with --broker: the chain goes out too
     rotate.set_defaults(func=run_rotate)
+    rootpub.register(root)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -201,4 +203,6 @@ def run_rotate(args: argparse.Namespace) -> int:
         args.dir, roles=args.role, thresholds=thresholds, expires_in_days=args.expires_in
     )
     print(f"root v{root.version} written to {args.dir / 'root.json'}")
+    if args.broker:  # devices learn it from the retained chain (issue 18.7)
+        rootpub.publish_from_args(args, args.dir)
     return 0

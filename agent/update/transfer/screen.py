@@ -23,7 +23,13 @@ from agent.update.transfer.settings import Bus
 from agent.update.transfer.wire import Topics
 from agent.update.trust.envelope import parse_envelope
 from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, Manifest, parse_manifest
-from agent.update.trust.root import Root, format_time
+from agent.update.trust.root import (
+    MAX_ROOT_BYTES,
+    ROOT_PAYLOAD_TYPE,
+    Root,
+    format_time,
+    parse_root,
+)
 from agent.update.trust.verify import MAX_ENVELOPE_BYTES
 
 log = get_logger(__name__)
@@ -42,6 +48,14 @@ def authentic_manifest(envelope_bytes: bytes, root: Root) -> Manifest:
         raise VerificationError(Reason.UNSIGNED, f"not a deployment: {envelope.payload_type!r}")
     root.require(envelope, "release")
     return parse_manifest(envelope.payload)
+
+
+def offered_root_version(data: bytes) -> int:
+    """The version a root envelope claims (unverified: ``walk`` checks every signature)."""
+    envelope = parse_envelope(data, MAX_ROOT_BYTES, "root")
+    if envelope.payload_type != ROOT_PAYLOAD_TYPE:
+        raise VerificationError(Reason.UNSIGNED, f"not a root: {envelope.payload_type!r}")
+    return parse_root(envelope.payload, data).version
 
 
 def signed_manifest(envelope_bytes: bytes, root: Root) -> Manifest | None:

@@ -27,13 +27,13 @@ from agent.update.transfer import budget
 from agent.update.transfer.freshness import FreshnessWatch
 from agent.update.transfer.pull import StreamPull
 from agent.update.transfer.report import OpReporter
+from agent.update.transfer.rootchain import RootChain
 from agent.update.transfer.screen import UnverifiedInput, authentic_manifest, signed_manifest
 from agent.update.transfer.session import Progress, TransferSession
 from agent.update.transfer.settings import Bus, ServiceSettings, Superseded
 from agent.update.transfer.source import BundleFetcher
 from agent.update.transfer.wire import Topics
 from agent.update.trust.policy import Verdict
-from agent.update.trust.root import load_root_bytes
 from agent.update.trust.verify import Verified
 
 log = get_logger(__name__)
@@ -100,8 +100,8 @@ class UpdateService:
             clock=self._clock,
         )
         self._deploys: dict[str, bytes] = {}
+        self.roots = RootChain(installer.trust.load_root, installer.apply_roots, self.unverified)
         self._screened: tuple[bytes, bool] | None = None  # last pending manifest checked
-        self._root: bytes | None = None
         self.results: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
 
@@ -110,6 +110,8 @@ class UpdateService:
     def start(self) -> None:
         fleet = self.settings.fleet
         self._bus.subscribe(self._topics.trust_root(fleet), self._on_root)
+        # Every root version on its own retained topic: the chain to walk (rootchain.py).
+        self._bus.subscribe(self._topics.trust_root_versions(fleet), self._on_root)
         self._bus.subscribe(self._topics.deploy_filter(fleet), self._on_deploy)
         self._bus.subscribe(self._topics.heartbeat(fleet), self.freshness.on_message)
         self.pull.drop_stale_streams()
@@ -124,10 +126,8 @@ class UpdateService:
 
     # --- MQTT callbacks (network thread: store and wake only) --------------------------
 
-    def _on_root(self, _topic: str, payload: bytes) -> None:
-        if payload:
-            with self._lock:
-                self._root = payload
+    def _on_root(self, topic: str, payload: bytes) -> None:
+        if self.roots.on_message(topic, payload):
             self._wake.set()
 
     def _on_deploy(self, topic: str, payload: bytes) -> None:
@@ -157,10 +157,7 @@ class UpdateService:
 
     def _step(self) -> None:
         self.reporter.flush()
-        with self._lock:
-            root, self._root = self._root, None
-        if root is not None:
-            self._apply_root(root)
+        self.roots.apply()
         self.freshness.check()
         while not self._stop.is_set():
             with self._lock:
@@ -209,19 +206,6 @@ class UpdateService:
     def _refetch(self, slot: str) -> None:
         # A fresh SUBSCRIBE makes the broker deliver the retained manifest again.
         self._bus.subscribe(self._topics.deploy(self.settings.fleet, slot), self._on_deploy)
-
-    def _apply_root(self, data: bytes) -> None:
-        try:
-            offered = load_root_bytes(data)
-            trusted = self._installer.trust.load_root()
-            if offered.version <= trusted.version:
-                return
-            self._installer.apply_roots([data])
-        except UpdateError as exc:
-            log.debug("trust_root_rejected", reason=exc.reason.value, error=exc.message)
-            self.unverified.record(
-                self._topics.trust_root(self.settings.fleet), exc.reason, exc.message
-            )
 
     def _deploy(self, slot: str, envelope: bytes) -> None:
         key = hashlib.sha256(envelope).hexdigest()

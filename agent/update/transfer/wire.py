@@ -155,6 +155,13 @@ class Topics:
     def trust_root(self, fleet: str) -> str:
         return f"{self.root}/f/{fleet}/trust/root"
 
+    def trust_root_version(self, fleet: str, version: int) -> str:
+        """Root version ``version``, retained on its own topic: the chain a device walks."""
+        return f"{self.root}/f/{fleet}/trust/root/{version}"
+
+    def trust_root_versions(self, fleet: str) -> str:
+        return f"{self.root}/f/{fleet}/trust/root/+"
+
     def heartbeat(self, fleet: str) -> str:
         return f"{self.root}/f/{fleet}/heartbeat"
 
