@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from agent.cli.common import config_options, configure_logging_from, load_from_args, print_json
 from agent.config.root import AgentConfig
+from agent.daemon import instance
+from agent.daemon.control import request
+from agent.daemon.local_update import (
+    INSTALL_TIMEOUT_S,
+    LOCK_WAIT_S,
+    ROLLBACK_TIMEOUT_S,
+    error_from_reply,
+    pick_slot,
+    result_doc,
+    result_from_doc,
+)
 from agent.diag.updates import slot_status_line
-from agent.errors import CommandError, Reason
+from agent.errors import DaemonNotRunningError, InstanceError, Reason
 from agent.inference.registry import BackendOptions
 from agent.update.store.factory import build_installer
 from agent.update.store.journal import read_status
@@ -38,7 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     install.add_argument("--json", action="store_true", help="print the result as JSON")
     install.set_defaults(func=run_install)
     rollback = actions.add_parser(
-        "rollback", parents=[common], help="make the previous version of a slot active again"
+        "rollback",
+        parents=[common],
+        help="make the previous version of a slot active again (through the daemon if it runs)",
     )
     rollback.add_argument("slot", nargs="?", default=None, metavar="SLOT")
     rollback.set_defaults(func=run_rollback)
@@ -49,9 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _result_json(result: InstallResult) -> dict[str, Any]:
-    doc = dataclasses.asdict(result)
-    doc["reason"] = result.reason.value if result.reason else None
-    return doc
+    return result_doc(result)
 
 
 def _probe(cfg: AgentConfig) -> OfflineProbe:
@@ -76,13 +86,47 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _through_daemon(
+    cfg: AgentConfig, op: str, payload: dict[str, Any], timeout_s: float
+) -> dict[str, Any] | None:
+    """The running daemon's answer to a local update command; None when no daemon runs.
+
+    With a daemon up, the disk is its business (issue 17.4): a daemon that holds the state
+    dir but does not answer on its socket is an error, never a reason to go around it.
+    """
+    socket_path = Path(cfg.control.socket_path)
+    try:
+        reply = request(socket_path, {"op": op, **payload}, timeout_s=timeout_s)
+    except DaemonNotRunningError:
+        state_dir = Path(cfg.storage.state_dir)
+        pid = instance.holder(state_dir)
+        if pid is None:
+            return None
+        raise InstanceError(
+            Reason.ALREADY_RUNNING,
+            f"a daemon (pid {pid or 'unknown'}) holds {state_dir} but does not answer on "
+            f"{socket_path}; its files are left alone",
+            pid=pid,
+        ) from None
+    if not reply.get("ok"):
+        raise error_from_reply(reply)
+    return reply
+
+
 def run_install(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     configure_logging_from(loaded, args)
     cfg = loaded.config
-    installer = build_installer(cfg, _probe(cfg))
-    # Copied into the state dir before its files are checked: the journal never names the stick.
-    result = install_from_dir(installer, args.bundle)
+    bundle = Path(args.bundle).absolute()  # the daemon resolves nothing against our cwd
+    reply = _through_daemon(cfg, "update_install", {"bundle": str(bundle)}, INSTALL_TIMEOUT_S)
+    if reply is not None:
+        result = result_from_doc(reply["result"])
+    else:
+        installer = build_installer(cfg, _probe(cfg))
+        with installer.install_lock.held(LOCK_WAIT_S):
+            # Copied into the state dir before its files are checked: the journal never
+            # names the stick.
+            result = install_from_dir(installer, bundle)
     _report(result, as_json=args.json)
     return result.exit_code
 
@@ -101,14 +145,14 @@ def run_rollback(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     configure_logging_from(loaded, args)
     cfg = loaded.config
-    installer = build_installer(cfg, _probe(cfg))
-    slot = args.slot
-    if slot is None:
-        slots = [m.slot for m in cfg.models]
-        if len(slots) != 1:
-            raise CommandError(Reason.MALFORMED, f"name the slot to roll back: {', '.join(slots)}")
-        slot = slots[0]
-    result = installer.operator_rollback(slot)
+    slot = pick_slot(args.slot, [m.slot for m in cfg.models])
+    reply = _through_daemon(cfg, "update_rollback", {"slot": slot}, ROLLBACK_TIMEOUT_S)
+    if reply is not None:
+        result = result_from_doc(reply["result"])
+    else:
+        installer = build_installer(cfg, _probe(cfg))
+        with installer.install_lock.held(LOCK_WAIT_S):
+            result = installer.operator_rollback(slot)
     _report(result, as_json=False)
     return 0
 
@@ -116,8 +160,14 @@ def run_rollback(args: argparse.Namespace) -> int:
 def run_recover(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     configure_logging_from(loaded, args)
-    installer = build_installer(loaded.config, _probe(loaded.config))
-    results = installer.recover()
+    cfg = loaded.config
+    reply = _through_daemon(cfg, "update_recover", {}, INSTALL_TIMEOUT_S)
+    if reply is not None:
+        results = [result_from_doc(doc) for doc in reply["results"]]
+    else:
+        installer = build_installer(cfg, _probe(cfg))
+        with installer.install_lock.held(LOCK_WAIT_S):
+            results = installer.recover()
     for result in results:
         _report(result, as_json=False)
     return 1 if any(r.outcome == "inconsistent" for r in results) else 0

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from agent.daemon.local_update import build_update_handlers
 from agent.daemon.remote_config import persist_desired, validate_desired
 from agent.errors import CommandError, Reason
+from agent.update.store.localbundle import install_from_dir
 from agent.uplink.commands import Handler, require
 from agent.uplink.snapshot import encode_bounded
 
@@ -107,4 +109,8 @@ def build_control_handlers(sup: Supervisor) -> dict[str, Handler]:
             return {"ok": False, "error": "malformed"}
         return {"ok": True, "report": run_diag(sup, checks)}
 
-    return {"status": status, "diag": diag}
+    handlers: dict[str, Handler] = {"status": status, "diag": diag}
+    if sup.installer is not None:
+        slots = [m.slot for m in sup.config.models]
+        handlers.update(build_update_handlers(sup.installer, slots, install_from_dir))
+    return handlers

@@ -36,8 +36,9 @@ from agent.errors import InstanceError
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.update.engines.refresh import EngineRefresher, start_engine_refresh
+from agent.update.store.installer import Installer
 from agent.update.transfer.service import UpdateService
-from agent.update.transfer.wiring import start_update_service
+from agent.update.transfer.wiring import live_installer, start_update_service
 from agent.uplink.alarms import Alarms
 from agent.uplink.classes import MsgClass, OutMessage
 from agent.uplink.commands import CommandDispatcher
@@ -91,6 +92,7 @@ class Supervisor:
         self.alarms: Alarms | None = None
         self.commands: CommandDispatcher | None = None
         self.engines: EngineRefresher | None = None
+        self.installer: Installer | None = None
         self.updates: UpdateService | None = None
         self._cpu = CpuMeter()
         tel = self.config.telemetry
@@ -157,7 +159,11 @@ class Supervisor:
             self._stops.append(("engines", self.engines.join))
 
         # Model updates over MQTT: stopped before the pipeline (stops run in reverse).
-        updates = start_update_service(cfg, self.link, self.pipeline, self.stop_event)
+        # One installer for MQTT deployments and local update commands (control socket).
+        self.installer = live_installer(cfg, self.pipeline, self.stop_event)
+        updates = start_update_service(
+            cfg, self.link, self.pipeline, self.stop_event, installer=self.installer
+        )
         if updates is not None:
             self.updates = updates
             self._stops.append(("updates", updates.join))

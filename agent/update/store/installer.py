@@ -19,6 +19,7 @@ from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_goo
 from agent.update.engines.builder import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
 from agent.update.store import faults
 from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJournal
+from agent.update.store.lock import InstallLock, locked
 from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
 from agent.update.store.outcome import Figures, InstallResult, space_guard
 from agent.update.store.probe import HealthProbe, golden_on_staged
@@ -61,9 +62,12 @@ class Installer:
         self.store = ModelStore(state_dir, free_bytes=free_bytes, fault=fault)
         self.trust = TrustStore(state_dir, provisioned_root)
         self.journal = Journal(state_dir, max_transitions)
+        # One installer at a time across threads and processes (daemon, CLI): issue 18.6.
+        self.install_lock = InstallLock(state_dir)
 
     # --- trust ------------------------------------------------------------------
 
+    @locked
     def apply_roots(self, chain: list[bytes], now_s: float | None = None) -> Root:
         """Walk root rotations N→N+1…; persist the result (floors reset if release keys changed)."""
         trusted = self.trust.load_root()
@@ -86,6 +90,7 @@ class Installer:
     def trusted_floor_s(self) -> float:
         return max(BUILD_FLOOR_WALL_S, read_last_known_good(self.state_dir) or 0.0)
 
+    @locked
     def verify(self, envelope_bytes: bytes, now_s: float | None = None) -> Verified:
         """All checks; on success persist the channel floor (never lowered) and good time."""
         now = self.clock.wall_s() if now_s is None else now_s  # fixed once per cycle
@@ -120,6 +125,7 @@ class Installer:
 
     # --- install -------------------------------------------------------------------
 
+    @locked
     def install(self, verified: Verified, files_dir: Path) -> InstallResult:
         """Stage, activate, trial, commit or roll back one verified manifest's files."""
         manifest = verified.manifest
@@ -330,6 +336,7 @@ class Installer:
             log.warning("pending_manifest_invalid", slot=slot, error=str(exc))
             return None
 
+    @locked
     def recover(self) -> list[InstallResult]:
         """Start-up: prune leftovers, then settle every slot whose journal is mid-deployment."""
         self.store.prune()
@@ -382,6 +389,7 @@ class Installer:
         self.journal.clear_pending(entry.slot)
         return InstallResult(entry.slot, "interrupted", Reason.INTERRUPTED, entry.manifest_version)
 
+    @locked
     def operator_rollback(self, slot: str) -> InstallResult:
         """``update rollback``: make ``previous`` current (no trial: it was committed before)."""
         entry = self.journal.load(slot)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from agent.config.root import AgentConfig
 from agent.config.update import UpdateConfig
 from agent.update.store.factory import build_installer
+from agent.update.store.installer import Installer
 from agent.update.store.probe import LiveProbe
 from agent.update.store.shadow import LiveFrames, ShadowTrial
 from agent.update.store.slotmodel import SlotDetectors
@@ -52,12 +53,8 @@ def https_settings(cfg: UpdateConfig) -> HttpsSettings:
     )
 
 
-def start_update_service(
-    cfg: AgentConfig, bus: Bus, pipeline: LivePipeline, stop: threading.Event
-) -> UpdateService | None:
-    """Build and start the service (it first settles an interrupted install); None if disabled."""
-    if not cfg.update.enabled:
-        return None
+def live_installer(cfg: AgentConfig, pipeline: LivePipeline, stop: threading.Event) -> Installer:
+    """The daemon's installer: trials in the running pipeline (MQTT and local commands share it)."""
     configured = {m.slot: Path(m.path) for m in cfg.models}
     # Golden cases and the shadow run each model as its slot is configured to.
     detectors = SlotDetectors(cfg)
@@ -68,11 +65,25 @@ def start_update_service(
     probe = LiveProbe(
         pipeline, PipelineSlotHealth(pipeline), stop, configured, detectors=detectors, shadow=shadow
     )
-    installer = build_installer(cfg, probe)
+    return build_installer(cfg, probe)
+
+
+def start_update_service(
+    cfg: AgentConfig,
+    bus: Bus,
+    pipeline: LivePipeline,
+    stop: threading.Event,
+    installer: Installer | None = None,
+) -> UpdateService | None:
+    """Build and start the service (it first settles an interrupted install); None if disabled."""
+    if not cfg.update.enabled:
+        return None
+    installer = installer or live_installer(cfg, pipeline, stop)
     settings = ServiceSettings(
         device_id=cfg.device.id,
         fleet=cfg.device.fleet,
         deadline_s=cfg.update.transfer_deadline_s,
+        block_on_stale_heartbeat=cfg.update.block_on_stale_heartbeat,
         recover_on_start=True,
     )
     https = HttpsFetcher(https_settings(cfg.update), stop) if cfg.update.https_enabled else None
