@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="run every pipeline stage in the inference thread (overlap_stages = false)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="raw and pipeline rounds, alternating (at least this many of each; default 5)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(func=run)
 
@@ -103,7 +109,16 @@ def _print_human(result: dict[str, Any]) -> None:
         f"capture->event p50 {pipe['latency_ms']['p50']:.3f} ms  "
         f"p95 {pipe['latency_ms']['p95']:.3f} ms  (source {pipe['capture_fps']:.0f} fps)"
     )
-    print(f"ratio    {result['ratio']:.3f}   rss {result['rss_mb']:.1f} MB")
+    print(
+        f"ratio    {result['ratio']:.3f}  median of {result['rounds']} rounds "
+        f"{result['ratio_median']:.3f} (spread {result['ratio_spread']:.3f})  "
+        f"rss {result['rss_mb']:.1f} MB"
+    )
+    cpu, decode = result["overhead_cpu_us_per_frame"], result["capture_decode_ms"]
+    print(
+        f"overhead {cpu['p50']:8.1f} us CPU/frame p50  {cpu['p95']:.1f} us p95 (outside invoke)"
+        f"  capture decode p50 {decode['p50']:.3f} ms CPU"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         input_size=args.input_size or config_size or SAMPLE_INPUT_SIZES.get(model.name),
         providers=providers or tuple(given.onnx_providers),
         overlap_stages=not args.no_overlap and given.overlap_stages,
+        rounds=max(1, args.rounds),
         model_settings={} if configured is None else model_entry(configured),
     )
     result = run_bench(settings)

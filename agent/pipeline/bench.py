@@ -14,28 +14,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from agent.capture import open_source
-from agent.capture.base import Pacer
-from agent.config.board import BoardConfig
+from agent.capture.base import Source
 from agent.config.camera import CameraConfig
 from agent.config.root import AgentConfig
 from agent.events.types import DetectionEvent
 from agent.inference.base import RuntimeInfo
+from agent.pipeline.bench_sources import DecodeClock, ReplaySource, TimedSource, load_frames
 from agent.pipeline.model import backend_options, load_model
 from agent.pipeline.runner import Pipeline, SourceOpener
 from agent.stats import summarise
 
 WARMUP_INVOKES = 5
 PIPELINE_WARMUP_S = 0.5
-REPLAY_FRAMES = 8
-REPLAY_STRIDE = 26  # 8 frames across the 210-frame sample clip: faces and no faces
 REPLAY_SPEEDUP = 1.5
 ROUND_S = 2.0  # length of one raw + pipeline pair is twice this
+MIN_ROUNDS = 5  # raw and pipeline rounds alternate (ABAB): a median and a spread need several
+
+__all__ = ["BenchSettings", "ReplaySource", "load_frames", "run_bench"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +49,7 @@ class BenchSettings:
     input_size: tuple[int, int] | None = None  # (width, height) for dynamic-size models
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers; empty: CPU
     overlap_stages: bool = True  # prep / infer / post threads (False: one thread)
+    rounds: int = MIN_ROUNDS  # at least this many raw and pipeline rounds, alternating
     # Every other key of a configured [[models]] entry (bench --config): input adaptation,
     # thresholds, labels, as the slot will run.
     model_settings: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +90,7 @@ class RawLoop:
         self.input_shape: list[int] = []
         self.samples: list[float] = []
         self.elapsed_s = 0.0
+        self.round_ips: list[float] = []
 
     def run(self, seconds: float) -> None:
         settings = self._settings
@@ -112,6 +113,7 @@ class RawLoop:
             self.runtime = backend.runtime
             self.input_shape = list(backend.input_spec.tensor.shape)
             infer, samples = backend.infer, self.samples
+            before = len(samples)
             start = now = time.perf_counter()
             deadline = start + seconds
             while now < deadline:
@@ -120,6 +122,7 @@ class RawLoop:
                 samples.append((after - now) * 1000.0)
                 now = after
             self.elapsed_s += now - start
+            self.round_ips.append((len(samples) - before) / (now - start) if now > start else 0.0)
         finally:
             backend.close()
 
@@ -136,46 +139,6 @@ class RawLoop:
             "runtime": {"name": self.runtime.name, "version": self.runtime.version},
             "input_shape": self.input_shape,
         }
-
-
-class ReplaySource:
-    """Frames decoded once, replayed at a fixed rate (a camera faster than the model)."""
-
-    def __init__(self, frames: list[npt.NDArray[np.uint8]], fps: float, _camera: object) -> None:
-        self._frames = frames
-        self._pacer = Pacer(1.0 / fps)
-        self._index = 0
-
-    @property
-    def nominal_fps(self) -> float:
-        return 1.0 / self._pacer.period_s
-
-    @property
-    def ended(self) -> bool:
-        return False
-
-    def read(self) -> npt.NDArray[np.uint8] | None:
-        self._pacer.wait()
-        self._index += 1
-        return self._frames[self._index % len(self._frames)]
-
-    def release(self) -> None:
-        self._index = 0
-
-
-def load_frames(clip: Path, count: int = REPLAY_FRAMES) -> list[npt.NDArray[np.uint8]]:
-    """``count`` frames spread over the clip, decoded once."""
-    source = open_source(CameraConfig(source=f"file:{clip}"), BoardConfig(), paced=False)
-    frames: list[npt.NDArray[np.uint8]] = []
-    try:
-        index = 0
-        while (image := source.read()) is not None:
-            if index % REPLAY_STRIDE == 0 and len(frames) < count:
-                frames.append(image)
-            index += 1
-    finally:
-        source.release()
-    return frames
 
 
 def bench_config(settings: BenchSettings, state_dir: Path) -> AgentConfig:
@@ -213,6 +176,13 @@ class PipelineTally:
     postprocess_ms: list[float] = field(default_factory=list)
     handoff_ms: list[float] = field(default_factory=list)
     capture_age_ms: list[float] = field(default_factory=list)
+    overhead_cpu_us: list[float] = field(default_factory=list)
+    prep_cpu_us: list[float] = field(default_factory=list)
+    infer_cpu_us: list[float] = field(default_factory=list)
+    post_cpu_us: list[float] = field(default_factory=list)
+    inference_cpu_us: list[float] = field(default_factory=list)
+    decode_cpu_ms: list[float] = field(default_factory=list)
+    round_ips: list[float] = field(default_factory=list)
     post_dropped: int = 0
     refreshed: int = 0
     health: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -231,6 +201,15 @@ class PipelineTally:
             "postprocess_ms": summarise(self.postprocess_ms),
             "handoff_ms": summarise(self.handoff_ms),
             "capture_age_ms": summarise(self.capture_age_ms),
+            "overhead_cpu_us": summarise(self.overhead_cpu_us),
+            # Per thread: prep, inference outside invoke, post (each thread's own CPU clock).
+            "cpu_us_by_stage": {
+                "prep": summarise(self.prep_cpu_us),
+                "infer": summarise(self.infer_cpu_us),
+                "post": summarise(self.post_cpu_us),
+            },
+            # The invoke's own CPU in the calling thread (all of it with one thread).
+            "inference_cpu_us": summarise(self.inference_cpu_us),
             "post_dropped": self.post_dropped,
             "refreshed": self.refreshed,
             "health": self.health,
@@ -246,6 +225,7 @@ def pipeline_round(
     """Start the pipeline, let it warm up, measure ``seconds`` of steady state, stop it."""
     lock = threading.Lock()
     events = 0
+    decode = DecodeClock()
 
     def sink(event: DetectionEvent) -> None:  # noqa: ARG001 - only counted
         nonlocal events
@@ -253,13 +233,14 @@ def pipeline_round(
             events += 1
 
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as state:
+        config = bench_config(settings, Path(state))
+        inner = opener or (lambda cam: open_source(cam, config.board, paced=False))
+
+        def timed(cam: CameraConfig) -> Source:
+            return TimedSource(inner(cam), decode)
+
         pipeline = Pipeline(
-            bench_config(settings, Path(state)),
-            sink,
-            Path(state),
-            paced=False,
-            opener=opener,
-            timing_samples=200_000,
+            config, sink, Path(state), paced=False, opener=timed, timing_samples=200_000
         )
         pipeline.start()
         try:
@@ -270,10 +251,18 @@ def pipeline_round(
             timings = worker.timings
             skip = len(timings.e2e_ms.values())
             post_dropped0, refreshed0 = worker.post_dropped, worker.refreshed
+            decoded0 = decode.count()
             start = time.perf_counter()
             time.sleep(seconds)
-            tally.elapsed_s += time.perf_counter() - start
-            tally.inferred += feed.inferred.total - inferred0
+            elapsed = time.perf_counter() - start
+            tally.elapsed_s += elapsed
+            inferred = feed.inferred.total - inferred0
+            tally.inferred += inferred
+            tally.round_ips.append(inferred / elapsed if elapsed > 0 else 0.0)
+            tally.decode_cpu_ms += decode.since(decoded0)
+            cpu_keys = ("prep_cpu_us", "infer_cpu_us", "post_cpu_us", "inference_cpu_us")
+            for key in ("overhead_cpu_us", *cpu_keys):
+                getattr(tally, key).extend(getattr(timings, key).values()[skip:])
             tally.captured += feed.ring.published - captured0
             tally.events += events - events0
             tally.e2e_ms += timings.e2e_ms.values()[skip:]
@@ -293,7 +282,7 @@ def pipeline_round(
 def run_bench(settings: BenchSettings) -> dict[str, Any]:
     """Alternate raw and pipeline rounds so both see the same background load."""
     load_before = load_average()
-    rounds = max(1, round(settings.seconds / (2 * ROUND_S)))
+    rounds = max(1, settings.rounds, round(settings.seconds / (2 * ROUND_S)))
     share = max(0.25, settings.seconds / (2 * rounds))
     raw = RawLoop(settings)
     tally = PipelineTally()
@@ -308,6 +297,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         pipeline_round(settings, share, tally, opener)
     raw_result, pipe = raw.result(), tally.result()
     current, peak = rss_mb()
+    ratios = round_ratios(raw.round_ips, tally.round_ips)
     return {
         "model": str(settings.model),
         "threads": settings.threads,
@@ -320,6 +310,16 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         "raw": raw_result,
         "pipeline": pipe,
         "ratio": round(pipe["ips"] / raw_result["ips"], 4) if raw_result["ips"] else 0.0,
+        # Each pipeline round against the raw round just before it: load that comes and
+        # goes shifts whole rounds, so the median of the pairs is steadier than the total.
+        "ratios": ratios,
+        "ratio_median": round(median(ratios), 4) if ratios else 0.0,
+        "ratio_spread": round(max(ratios) - min(ratios), 4) if ratios else 0.0,
+        # CPU time of the slot's own threads per inferred frame, invoke excluded: does not
+        # grow with other load on the machine, unlike the ips figures.
+        "overhead_cpu_us_per_frame": pipe["overhead_cpu_us"],
+        # The capture thread's CPU per decoded frame (file source; ~0 for replay), apart.
+        "capture_decode_ms": summarise(tally.decode_cpu_ms),
         "latency_ms": pipe["latency_ms"],
         "source": settings.source,
         "rss_mb": tally.rss_mb or current,
@@ -327,3 +327,10 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         # Other work on the machine skews both figures; the ratio, taken side by side, less.
         "load_avg": {"before": load_before, "after": load_average()},
     }
+
+
+def round_ratios(raw_ips: list[float], pipeline_ips: list[float]) -> list[float]:
+    """Pipeline ips over the raw ips of the same round, round by round."""
+    return [
+        round(pipe / raw, 4) for raw, pipe in zip(raw_ips, pipeline_ips, strict=False) if raw > 0
+    ]

@@ -84,8 +84,17 @@ class Timings:
         # Waiting between stages: prepared → invoke start, plus invoke end → decode start.
         self.handoff_ms = SampleWindow(samples)
         self.e2e_ms = SampleWindow(samples)
+        # CPU time the slot's own threads spent on the frame outside invoke (microseconds):
+        # load-independent, unlike the wall-clock figures above.
+        self.prep_cpu_us = SampleWindow(samples)
+        self.infer_cpu_us = SampleWindow(samples)  # the inference thread, invoke excluded
+        self.post_cpu_us = SampleWindow(samples)
+        self.inference_cpu_us = SampleWindow(samples)  # the invoke itself, calling thread only
+        self.overhead_cpu_us = SampleWindow(samples)
 
-    def record(self, item: Inferred, post_start_s: float, post_end_s: float) -> None:
+    def record(
+        self, item: Inferred, post_start_s: float, post_end_s: float, post_cpu_ns: int = 0
+    ) -> None:
         """One frame's stage times, from capture to the end of its post-processing."""
         prepared = item.prepared
         captured = prepared.frame.captured_mono_s
@@ -96,6 +105,12 @@ class Timings:
         waited = (item.invoke_start_s - prepared.prep_end_s) + (post_start_s - item.invoke_end_s)
         self.handoff_ms.add(waited * 1000.0)
         self.e2e_ms.add((post_end_s - captured) * 1000.0)
+        self.prep_cpu_us.add(prepared.prep_cpu_ns / 1000.0)
+        self.infer_cpu_us.add(prepared.infer_cpu_ns / 1000.0)
+        self.post_cpu_us.add(post_cpu_ns / 1000.0)
+        self.inference_cpu_us.add(item.invoke_cpu_ns / 1000.0)
+        overhead_ns = prepared.prep_cpu_ns + prepared.infer_cpu_ns + post_cpu_ns
+        self.overhead_cpu_us.add(overhead_ns / 1000.0)
 
 
 @dataclass(slots=True)
@@ -110,6 +125,8 @@ class Prepared:
     transform: Transform
     prep_start_s: float
     prep_end_s: float
+    prep_cpu_ns: int = 0  # the prep thread's CPU for this frame (and frames it replaced)
+    infer_cpu_ns: int = 0  # the inference thread's CPU outside invoke
 
 
 @dataclass(slots=True)
@@ -120,6 +137,7 @@ class Inferred:
     outputs: list[npt.NDArray[np.generic]]
     invoke_start_s: float
     invoke_end_s: float
+    invoke_cpu_ns: int = 0
 
 
 class InputBuffers:
@@ -165,6 +183,8 @@ class InputBuffers:
             replaced, self._ready = self._ready, prepared
             if replaced is not None:
                 self.refreshed += 1
+                # The work on a replaced frame is part of what the frame used cost.
+                prepared.prep_cpu_ns += replaced.prep_cpu_ns
         self.infer_wake.set()
         return replaced
 

@@ -280,6 +280,7 @@ class Pipeline:
                 "handoff_ms": t.handoff_ms.summary(),
                 "capture_age_ms": t.capture_age_ms.summary(),
                 "e2e_ms": t.e2e_ms.summary(),
+                "overhead_cpu_us": t.overhead_cpu_us.summary(),  # CPU outside invoke, per frame
                 "runtime": {"name": runtime.name, "version": runtime.version} if runtime else None,
                 "events": worker.events,
                 "frames_refreshed": worker.refreshed,

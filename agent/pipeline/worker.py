@@ -24,10 +24,10 @@ from collections.abc import Callable
 from agent.capture.base import Frame
 from agent.config.model import ModelConfig
 from agent.errors import AgentError
-from agent.events.filters import apply_thresholds, suppress_overlaps
 from agent.events.seq import SeqAllocator
-from agent.events.types import Detection, DetectionEvent, EventSink
+from agent.events.types import EventSink
 from agent.log import get_logger
+from agent.pipeline.cpu import CpuMeter
 from agent.pipeline.faults import SlotFaults, slot_health
 from agent.pipeline.handoff import (
     Feed,
@@ -40,6 +40,7 @@ from agent.pipeline.handoff import (
     worth_refreshing,
 )
 from agent.pipeline.model import LoadedModel
+from agent.pipeline.post import PostStage
 from agent.stats import SAMPLES_KEPT, HourCounter
 
 log = get_logger(__name__)
@@ -63,8 +64,6 @@ class ModelWorker:
         self.model = model
         self.loaded = loaded
         self.feeds = feeds
-        self._seq = seq
-        self._sink = sink
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
         self._inputs = InputBuffers()
@@ -83,8 +82,9 @@ class ModelWorker:
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
         self.faults = SlotFaults(model.slot, model.decoder)
-        self.events = 0
-        self.sink_errors = 0
+        self._poster = PostStage(
+            model, seq=seq, sink=sink, faults=self.faults, timings=self.timings
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -116,6 +116,14 @@ class ModelWorker:
     @property
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def events(self) -> int:
+        return self._poster.events
+
+    @property
+    def sink_errors(self) -> int:
+        return self._poster.sink_errors
 
     @property
     def errors(self) -> int:
@@ -163,6 +171,7 @@ class ModelWorker:
 
     def _run_prep(self, generation: int) -> None:
         inputs = self._inputs
+        cpu = CpuMeter()
         while self._current(generation):
             self._beats["prep"] = time.monotonic()
             # Clear first: a publish or a take after the checks sets the event again.
@@ -186,6 +195,7 @@ class ModelWorker:
             try:
                 prepared = self._prepare(picked, loaded, generation)
                 if prepared is not None:
+                    prepared.prep_cpu_ns = cpu.take()
                     self._discard(inputs.offer(prepared))
             except Exception as exc:  # the thread must survive a bad frame
                 picked[0].ring.release(picked[0].consumer)
@@ -243,6 +253,7 @@ class ModelWorker:
 
     def _run_infer(self, generation: int) -> None:
         inputs = self._inputs
+        cpu = CpuMeter()
         while self._current(generation):
             self._beats["infer"] = time.monotonic()
             if self._pending is not None:
@@ -256,30 +267,35 @@ class ModelWorker:
                 self._discard(prepared)
                 continue
             try:
-                inferred = self._invoke(prepared, generation)
+                inferred = self._invoke(prepared, generation, cpu)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
                 self._failed(exc, "inference")
                 continue
+            prepared.infer_cpu_ns = cpu.take()  # before the hand-off: post reads it
             dropped = self._post.put(inferred) if inferred is not None else None
             if dropped is not None:
                 dropped.prepared.feed.discarded += 1
 
-    def _invoke(self, prepared: Prepared, generation: int) -> Inferred | None:
+    def _invoke(self, prepared: Prepared, generation: int, cpu: CpuMeter) -> Inferred | None:
         start = time.monotonic()
         self.busy_since = start
+        cpu_start = time.thread_time_ns()
         outputs = prepared.loaded.backend.infer(prepared.tensor)
+        invoke_cpu_ns = time.thread_time_ns() - cpu_start
+        cpu.exclude(invoke_cpu_ns)
         self.busy_since = None
         end = time.monotonic()
         self._invoke_est_s = ewma(self._invoke_est_s, end - start)
         if generation != self._generation:
             return None  # abandoned by the watchdog while blocked in infer()
-        return Inferred(prepared, outputs, start, end)
+        return Inferred(prepared, outputs, start, end, invoke_cpu_ns)
 
     # --- all stages in one thread (overlap_stages = false) ----------------------------
 
     def _run_single(self, generation: int) -> None:
         """Take, preprocess, invoke and post-process in turn: no hand-offs to wait for."""
+        cpu = CpuMeter()
         while self._current(generation):
             self._beats = dict.fromkeys(self._beats, time.monotonic())
             if self._pending is not None:
@@ -292,9 +308,13 @@ class ModelWorker:
                 continue
             try:
                 prepared = self._prepare(picked, loaded, generation)
-                inferred = None if prepared is None else self._invoke(prepared, generation)
+                if prepared is None:
+                    continue
+                prepared.prep_cpu_ns = cpu.take()
+                inferred = self._invoke(prepared, generation, cpu)
                 if inferred is not None:
-                    self._finish(inferred)
+                    prepared.infer_cpu_ns = cpu.take()
+                    self._poster.finish(inferred, cpu)
             except Exception as exc:  # the thread must survive a bad frame or a decoder bug
                 picked[0].ring.release(picked[0].consumer)
                 picked[0].discarded += 1
@@ -304,6 +324,7 @@ class ModelWorker:
 
     def _run_post(self, generation: int) -> None:
         queue = self._post
+        cpu = CpuMeter()
         while self._current(generation):
             self._beats["post"] = time.monotonic()
             queue.wake.clear()
@@ -312,44 +333,10 @@ class ModelWorker:
                 queue.wake.wait(IDLE_WAIT_S)
                 continue
             try:
-                self._finish(item)
+                self._poster.finish(item, cpu)
             except Exception as exc:  # the thread must survive a decoder bug
                 item.prepared.feed.discarded += 1
                 self._failed(exc, "postprocess")
-
-    def _finish(self, item: Inferred) -> None:
-        start = time.monotonic()
-        prepared = item.prepared
-        feed, frame, model = prepared.feed, prepared.frame, self.model
-        detections = prepared.loaded.decoder(item.outputs, prepared.transform)
-        self.faults.decoded()
-        if detections:
-            detections = apply_thresholds(detections, model.threshold, model.label_thresholds)
-            if model.decoder == "ssd_postprocess" and len(detections) > 1:
-                detections = suppress_overlaps(detections, model.nms_iou, model.max_detections)
-        detections = feed.debounce(detections)
-        if detections:
-            self._emit(frame, detections)
-        end = time.monotonic()
-        feed.inferred.add(end)
-        self.timings.record(item, start, end)
-
-    def _emit(self, frame: Frame, detections: list[Detection]) -> None:
-        event = DetectionEvent(
-            seq=self._seq.next(),
-            ts=frame.captured_wall_s,
-            camera=frame.camera,
-            model=self.model.slot,
-            detections=tuple(detections),
-            frame_seq=frame.seq,
-            latency_ms=(time.monotonic() - frame.captured_mono_s) * 1000.0,
-        )
-        self.events += 1
-        try:
-            self._sink(event)
-        except Exception as exc:  # a sink bug must not stop inference
-            self.sink_errors += 1
-            log.exception("event_sink_failed", slot=self.model.slot, error=str(exc))
 
     def _failed(self, exc: Exception, stage: str) -> None:
         self.faults.failed(exc, stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import pytest
 
@@ -51,17 +52,34 @@ def test_bench_json(capsys):
     assert pipe["post_dropped"] >= 0
     assert set(result["load_avg"]) == {"before", "after"}
     assert result["overlap_stages"] is True
+    # Interleaved rounds (issue 19): one ratio per raw/pipeline pair, their median and spread.
+    assert result["rounds"] >= 5
+    assert len(result["ratios"]) == result["rounds"]
+    assert all(isinstance(r, float) and r > 0 for r in result["ratios"])
+    assert result["ratio_median"] == round(statistics.median(result["ratios"]), 4)
+    assert result["ratio_spread"] == round(max(result["ratios"]) - min(result["ratios"]), 4)
+    # CPU time outside invoke, per inferred frame; capture decoding apart.
+    overhead = result["overhead_cpu_us_per_frame"]
+    assert overhead["n"] == pipe["frames_inferred"]
+    assert 0 < overhead["p50"] <= overhead["p95"]
+    by_stage = pipe["cpu_us_by_stage"]
+    assert set(by_stage) == {"prep", "infer", "post"}
+    assert all(by_stage[k]["n"] == pipe["frames_inferred"] for k in by_stage)
+    decode = result["capture_decode_ms"]
+    assert decode["n"] >= pipe["frames_inferred"]  # the file source decodes faster than the model
+    assert 0 < decode["p50"] <= decode["p95"]
 
 
 def test_bench_runs_a_dynamic_size_onnx_classifier_at_its_own_size(capsys):
     model = "assets/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
     args = ["bench", "--backend", "onnx", "--model", model, "--decoder", "classify"]
-    assert main([*args, "--seconds", "1", "--threads", "1", "--json"]) == 0
+    assert main([*args, "--seconds", "1", "--threads", "1", "--rounds", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["input_shape"] == [1, 3, 48, 192]  # not the 640x640 default
     assert result["runtime"]["name"] == "onnxruntime"
     assert result["pipeline"]["ips"] > 0
-    assert main([*args, "--input-size", "96x32", "--seconds", "0.5", "--no-overlap", "--json"]) == 0
+    small_args = ["--input-size", "96x32", "--seconds", "0.5", "--rounds", "1", "--no-overlap"]
+    assert main([*args, *small_args, "--json"]) == 0
     small = json.loads(capsys.readouterr().out)
     assert small["input_shape"] == [1, 3, 32, 96]
     assert small["overlap_stages"] is False

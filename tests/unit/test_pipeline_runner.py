@@ -126,6 +126,18 @@ def test_clip_flat_out_events_where_faces_are_and_drops_counted(
         assert total == pytest.approx(sum(parts), abs=1e-6)
         assert min(parts) >= 0.0
     assert model["runtime"]["name"] == "ai-edge-litert"
+    # CPU outside invoke (issue 19): per frame, the three threads' shares, invoke excluded.
+    assert model["overhead_cpu_us"]["n"] == inferred
+    cpu_stages = ("prep_cpu_us", "infer_cpu_us", "post_cpu_us")
+    per_frame_cpu = zip(*(getattr(timings, key).values() for key in cpu_stages), strict=True)
+    for total, parts in zip(timings.overhead_cpu_us.values(), per_frame_cpu, strict=True):
+        assert total == pytest.approx(sum(parts), abs=1e-6)
+        assert min(parts) >= 0.0
+    # The inference thread does little but invoke: counting the invoke in would make its
+    # share at least the invoke's own CPU time (about 1 ms for this model, 1 thread).
+    outside = sorted(timings.infer_cpu_us.values())
+    invoke = sorted(timings.inference_cpu_us.values())
+    assert outside[len(outside) // 2] < invoke[len(invoke) // 2] / 2
     health = pipeline.health_snapshot()
     assert health["model:detector"]["status"] == "ok"
     assert health["camera:door"] == {"status": "down", "detail": "end of stream"}
