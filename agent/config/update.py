@@ -19,6 +19,14 @@ class UpdateConfig(StrictModel):
         default=3600.0, gt=0, description="Overall time a transfer may take (slow_transfer)."
     )
     keep_versions: int = Field(default=2, ge=2, le=10, description="Versions kept per slot.")
+    block_on_stale_heartbeat: bool = Field(
+        default=False,
+        description=(
+            "Refuse new deployments (failed/expired) while the newest signed fleet heartbeat "
+            "is expired or none was received; off: a stale heartbeat only raises the "
+            "freeze_suspected alarm."
+        ),
+    )
     max_transitions: int = Field(
         default=28,
         ge=4,

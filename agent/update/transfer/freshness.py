@@ -88,6 +88,17 @@ class FreshnessWatch:
                 log.info("heartbeat_names_newer", slot=slot, version=latest.manifest_version)
                 self.refetch.append(slot)
 
+    def stale(self) -> str | None:
+        """Why new deployments would be refused under ``block_on_stale_heartbeat``; None: fresh."""
+        if self.newest is None:
+            return "no signed fleet heartbeat received yet"
+        if self.newest.expired(self._clock.wall_s()):
+            return (
+                f"newest fleet heartbeat (v{self.newest.version}) expired at "
+                f"{format_time(self.newest.expires_s)}"
+            )
+        return None
+
     def check(self) -> None:
         with self._lock:
             incoming, self._incoming = self._incoming, None

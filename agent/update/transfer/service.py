@@ -100,6 +100,7 @@ class UpdateService:
             clock=self._clock,
         )
         self._deploys: dict[str, bytes] = {}
+        self._held_slots: set[str] = set()  # deployments held by a stale heartbeat
         self.roots = RootChain(installer.trust.load_root, installer.apply_roots, self.unverified)
         self._screened: tuple[bytes, bool] | None = None  # last pending manifest checked
         self.results: list[dict[str, Any]] = []
@@ -159,6 +160,10 @@ class UpdateService:
         self.reporter.flush()
         self.roots.apply()
         self.freshness.check()
+        if self._held_slots and self.freshness.stale() is None:
+            held, self._held_slots = self._held_slots, set()
+            for slot in sorted(held):  # fresh again: the retained manifest comes once more
+                self._refetch(slot)
         while not self._stop.is_set():
             with self._lock:
                 if not self._deploys:
@@ -227,6 +232,8 @@ class UpdateService:
         ):
             self.reporter.report(dep, "successful", noop=True, **common)
             return
+        if self._held_by_stale_heartbeat(manifest.slot, dep, common):
+            return
         files_dir = self._download(verified, common)
         if files_dir is None:  # failed (reported), or stopping: the bitmap resumes it later
             return
@@ -236,6 +243,23 @@ class UpdateService:
         except UpdateError as exc:
             result = InstallResult(slot, "rejected", exc.reason, detail=exc.message)
         self._finish(dep, result, common, files_dir.parent)
+
+    def _held_by_stale_heartbeat(self, slot: str, dep: str, common: dict[str, Any]) -> bool:
+        """Fleet policy ``block_on_stale_heartbeat``: no new deployment while it is stale.
+
+        Reported ``failed``/``expired``; the slot is asked for again (re-subscribe) once a
+        fresh heartbeat arrives, so the deployment goes ahead then.
+        """
+        if not self.settings.block_on_stale_heartbeat:
+            return False
+        why = self.freshness.stale()
+        if why is None:
+            return False
+        self._held_slots.add(slot)
+        log.warning("deployment_held", slot=slot, deployment=dep, why=why)
+        detail = f"{why}; block_on_stale_heartbeat holds new deployments"
+        self.reporter.report(dep, "failed", Reason.EXPIRED, detail=detail, **common)
+        return True
 
     def _verify(self, slot: str, envelope: bytes, key: str) -> Verified | None:
         """The verified manifest, or None once the rejection is reported (or counted)."""

@@ -27,6 +27,8 @@ class ServiceSettings:
     freshness_check_s: float = 30.0
     # Unverifiable input (junk on deploy/trust topics) republishes its alarm at most this often.
     unverified_alarm_interval_s: float = 60.0
+    # Fleet policy: no new deployment while the signed heartbeat is stale (issue 18.9).
+    block_on_stale_heartbeat: bool = False
     # Settle an install interrupted by a restart on this thread, not the daemon's start-up.
     recover_on_start: bool = False
 
