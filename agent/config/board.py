@@ -54,3 +54,13 @@ class BoardConfig(StrictModel):
     edgetpu_library: str = Field(
         default="libedgetpu.so.1", description="EdgeTPU delegate shared library name."
     )
+    shadow_busy_share: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Share of wall time a shadow trial may keep its thread busy (two inferences per"
+            " compared frame, one interpreter thread each); halved while the serving fps is"
+            " more than 10 % down."
+        ),
+    )

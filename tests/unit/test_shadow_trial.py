@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from agent.config import load_config
 from agent.errors import DecoderError, DecoderMismatchError, Reason
 from agent.events.types import Detection
 from agent.fleet.bundle import BundleSpec, manifest_document
 from agent.update.store.probe import LiveProbe
 from agent.update.store.shadow import ShadowBudget, ShadowTrial
+from agent.update.transfer.wiring import live_installer
 from agent.update.trust.envelope import canonical_bytes
 from agent.update.trust.manifest import Manifest, parse_manifest
 from agent.update.trust.trialspec import ShadowSpec, TrialSpec
@@ -240,3 +243,41 @@ def test_live_trial_without_a_shadow_runner_fails_closed(short_range_model: Path
     trial = TrialSpec(shadow=SPEC)
     result = probe(Pipeline()).trial("detector", CANDIDATE, manifest(trial, short_range_model))
     assert (result.ok, result.reason) == (False, Reason.SHADOW_DISAGREEMENT)
+
+
+class LivePipeline(Pipeline, Frames):
+    """A pipeline that shares its frames, as the daemon's does."""
+
+    def __init__(self) -> None:
+        Pipeline.__init__(self)
+        Frames.__init__(self)
+
+    def health_snapshot(self) -> dict[str, dict[str, str]]:
+        return {"model:detector": {"status": "ok", "detail": "serving"}}
+
+
+def test_the_board_profile_sets_the_shadow_share(
+    tmp_path: Path, write_config: Callable[[str], Path], short_range_model: Path
+) -> None:
+    cfg = write_config(
+        f"""
+        [storage]
+        state_dir = "{tmp_path / "state"}"
+        [board]
+        shadow_busy_share = 0.04
+        [[cameras]]
+        name = "door"
+        source = "file:/dev/null"
+        [[models]]
+        slot = "detector"
+        path = "{short_range_model}"
+        """
+    )
+    installer = live_installer(
+        load_config(cfg, environ={}).config, LivePipeline(), threading.Event()
+    )
+    probe = installer.probe
+    assert isinstance(probe, LiveProbe)
+    runner = probe._shadow
+    assert runner is not None
+    assert runner._budget.duty == 0.04

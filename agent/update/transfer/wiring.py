@@ -16,7 +16,7 @@ from agent.config.update import UpdateConfig
 from agent.update.store.factory import build_installer
 from agent.update.store.installer import Installer
 from agent.update.store.probe import LiveProbe
-from agent.update.store.shadow import LiveFrames, ShadowTrial
+from agent.update.store.shadow import LiveFrames, ShadowBudget, ShadowTrial
 from agent.update.store.slotmodel import SlotDetectors
 from agent.update.transfer.https_client import HttpsSettings
 from agent.update.transfer.https_source import HttpsFetcher
@@ -61,7 +61,8 @@ def live_installer(cfg: AgentConfig, pipeline: LivePipeline, stop: threading.Eve
     shadow = None
     if isinstance(pipeline, LiveFrames):  # a pipeline that shares its frames
         cameras = {m.slot: [c.name for c in cfg.cameras_for(m)] for m in cfg.models}
-        shadow = ShadowTrial(pipeline, detectors, cameras, stop)
+        budget = ShadowBudget(duty=cfg.board.shadow_busy_share)  # the board's share
+        shadow = ShadowTrial(pipeline, detectors, cameras, stop, budget)
     probe = LiveProbe(
         pipeline, PipelineSlotHealth(pipeline), stop, configured, detectors=detectors, shadow=shadow
     )
