@@ -12,8 +12,11 @@ import pytest
 
 from agent.cli.main import main as agent_main
 from agent.daemon import instance
-from agent.errors import InstallBusyError
+from agent.errors import InstallBusyError, Reason, UpdateError
+from agent.update.store.bundle import read_manifest
+from agent.update.store.journal import read_status
 from agent.update.store.lock import InstallLock
+from tests.support.update_fleet import Fleet, install_bundle, make_installer
 
 HOLD = """
 import sys, time
@@ -90,3 +93,28 @@ def test_cli_leaves_the_disk_alone_when_a_daemon_holds_the_state_dir(
     err = capsys.readouterr().err
     assert "already_running" in err
     assert "left alone" in err
+
+
+def test_a_manifest_overtaken_while_it_was_fetched_is_not_installed(
+    tmp_path: Path, short_range_model: Path
+) -> None:
+    """Verify happens before the download, install after: a newer install may land between.
+
+    Two installers (the daemon's MQTT path and a local command) on one device: v2 verified
+    first and fetched slowly, v3 verified and committed meanwhile. Installing v2 then
+    would serve v2 under v3's floor; it is refused as ``rollback`` with v3 left active.
+    """
+    fleet = Fleet(tmp_path / "fleet", short_range_model)
+    state = tmp_path / "state"
+    mqtt, local = make_installer(state, fleet), make_installer(state, fleet)
+    assert install_bundle(mqtt, fleet.bundle()).outcome == "committed"
+    slow = fleet.bundle(manifest_version=2, release=2)
+    verified_slow = mqtt.verify(read_manifest(slow))
+    assert install_bundle(local, fleet.bundle(manifest_version=3, release=3)).outcome == "committed"
+    active = local.store.current_sha("detector")
+    with pytest.raises(UpdateError) as info:
+        mqtt.install(verified_slow, slow)
+    assert info.value.reason is Reason.ROLLBACK
+    assert mqtt.store.current_sha("detector") == active
+    status = read_status(state, fleet.root_path)["slots"]["detector"]
+    assert status["active"]["manifest_version"] == 3

@@ -132,6 +132,15 @@ class Installer:
         slot = manifest.slot
         if self.store.current_sha(slot) == verified.bundle_sha:
             return self._result("noop", None, manifest, verified.bundle_sha, "already active")
+        # Verified before its download, installed after: another installer may have
+        # committed a newer manifest in between (issue 18.6). Its floor wins.
+        floor = self.trust.load_state().floors.get(verified.channel)
+        if floor is not None and floor.manifest_version > manifest.manifest_version:
+            raise VerificationError(
+                Reason.ROLLBACK,
+                f"manifest v{manifest.manifest_version} was overtaken by "
+                f"v{floor.manifest_version} while it was fetched",
+            )
         entry = self.journal.load(slot)
         if entry.phase not in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK):
             self.recover()  # finish the interrupted deployment before starting another
