@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # On a Jetson make the venv with `make setup VENV_FLAGS=--system-site-packages EXTRAS=dev`
 # so the system OpenCV (with GStreamer) and TensorRT are seen instead of pip wheels.
 VENV_FLAGS ?=
-EXTRAS ?= tflite,onnx,dev
+EXTRAS ?= tflite,onnx,console,dev
 # Tests run in parallel-safe order; the suite must stay under 15 minutes on 2 cores.
 PYTEST_ARGS ?=
 

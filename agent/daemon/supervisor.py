@@ -293,6 +293,7 @@ class Supervisor:
             "agent_version": __version__,
             "models": models,
             "boot_id": boot_id(),
+            "profile": self.config.device.profile,  # board profile: the console's fleet table
             # Version of the operator's desired config in effect (None: file only).
             "config_version": self.loaded.desired_version,
         }

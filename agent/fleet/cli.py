@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "heartbeat": "agent.fleet.observe",
     "status": "agent.fleet.observe",
     "cmd": "agent.fleet.observe",
+    "console": "agent.fleet.console.cli",
 }
 
 
