@@ -102,7 +102,7 @@ def build_app(console: Console) -> Starlette:
         fleet, status, sort = q.get("fleet", ""), q.get("status", "all"), q.get("sort", "device")
         desc = q.get("desc", "") == "1"
         rows = console.state.rows()
-        chosen = select(rows, fleet, status, sort, desc)
+        chosen = select(rows, fleet, status, sort, descending=desc)
         opts = {
             "fleet": fleet,
             "status": status,

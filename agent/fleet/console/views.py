@@ -47,7 +47,7 @@ def sort_key(key: str) -> Any:
 
 
 def select(
-    rows: list[dict[str, Any]], fleet: str, status: str, sort: str, descending: bool
+    rows: list[dict[str, Any]], fleet: str, status: str, sort: str, *, descending: bool
 ) -> list[dict[str, Any]]:
     chosen = [r for r in rows if matches(r, fleet, status)]
     return sorted(chosen, key=sort_key(sort if sort in SORT_KEYS else "device"), reverse=descending)
