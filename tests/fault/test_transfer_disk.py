@@ -131,8 +131,15 @@ def test_enospc_mid_transfer_fails_the_op_frees_the_partial_and_a_later_update_w
 ):
     if not small_fs.real:
         pytest.skip("needs a real tmpfs (root) to hit ENOSPC; the refusal above runs anywhere")
-    gate = threading.Event()
-    gate.set()
+    gate = threading.Event()  # after the first frames, nothing more until the disk is full
+    passed = [0]
+
+    def first_frames_then_gate(frames: list[bytes]) -> list[bytes]:
+        if gate.is_set() or passed[0] < 24:
+            passed[0] += len(frames)
+            return frames
+        return []
+
     bundle = make_bundle(
         keys,
         tmp_path / "mid",
@@ -141,7 +148,7 @@ def test_enospc_mid_transfer_fails_the_op_frees_the_partial_and_a_later_update_w
         chunk_size=65536,
         **padded(tmp_path, short_range_model, 6),
     )
-    server, server_stop = serve(operator, bundle, mangle=lambda f: f if gate.is_set() else [])
+    server, server_stop = serve(operator, bundle, mangle=first_frames_then_gate)
     device = device_on(mosquitto, keys, small_fs, progress_interval_s=0.05)
     try:
         dep = publish(operator, bundle)
@@ -151,7 +158,6 @@ def test_enospc_mid_transfer_fails_the_op_frees_the_partial_and_a_later_update_w
             return int(docs[-1]["progress"]["chunks_done"]) if docs else 0  # type: ignore[index]
 
         assert wait_for(lambda: chunks_done() > 0, timeout_s=15)
-        gate.clear()
         small_fs.fill()  # a runaway log takes every free byte
         gate.set()
         final = operator.wait_terminal("cam-1", dep, timeout_s=20)

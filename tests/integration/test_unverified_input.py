@@ -111,7 +111,7 @@ def test_junk_on_deploy_topic_does_not_abort_a_signed_transfer(
         final = operator.wait_terminal("cam-1", dep, timeout_s=30)
         assert final["status"] == "successful", final
         assert device.installer.store.current_sha("detector") == final["bundle_sha256"]
-        assert device.service.unverified.snapshot()["total"] == 3
+        assert wait_for(lambda: device.service.unverified.total == 3, timeout_s=5)
     finally:
         device.close()
         server_stop.set()
@@ -149,7 +149,8 @@ def test_unsigned_envelope_naming_a_real_deployment_leaves_its_op_state(
         assert retained["status"] == "successful"
         assert retained["status_version"] == final["status_version"]
         # Counted and alarmed instead (the alarm is rate-limited: it said 1 when raised).
-        assert device.service.unverified.snapshot() == {"total": 2, "by_reason": {"unsigned": 2}}
+        expected = {"total": 2, "by_reason": {"unsigned": 2}}
+        assert wait_for(lambda: device.service.unverified.snapshot() == expected, timeout_s=5)
         alarm = json.loads(operator.client.retained(TOPICS.alarm("cam-1", "unverified_input")))
         assert alarm["count"] == 1
         assert alarm["last_reason"] == "unsigned"
