@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,25 @@ IMPORTS = (
     "agent.update.transfer.wiring",
     "agent.daemon.supervisor",
 )
+
+
+# Runs the daemon under tracemalloc and dumps the Python heap by file on SIGUSR1: the part of
+# the anonymous memory that Python objects hold, apart from native arenas (LiteRT, OpenCV).
+TRACED_RUN = """
+import json, signal, sys, tracemalloc
+tracemalloc.start()
+OUT, CONFIG = sys.argv[1], sys.argv[2]
+def dump(*_):
+    stats = tracemalloc.take_snapshot().statistics("filename")
+    top = [{"file": s.traceback[0].filename, "mb": round(s.size / 1048576, 2)} for s in stats[:12]]
+    total = sum(s.size for s in stats) / 1048576
+    with open(OUT, "w") as out:
+        json.dump({"python_heap_mb": round(total, 1), "top": top}, out)
+signal.signal(signal.SIGUSR1, dump)
+sys.argv = ["edge-agent", "run", "--config", CONFIG]
+from agent.cli.main import main
+sys.exit(main())
+"""
 
 
 def rollup(pid: int) -> dict[str, float]:
@@ -136,7 +156,7 @@ def import_costs() -> list[dict[str, Any]]:
     )
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
-    )
+    )  # cwd first on sys.path: this checkout's agent
     result: list[dict[str, Any]] = json.loads(proc.stdout)
     return result
 
@@ -175,24 +195,35 @@ def write_config(directory: Path, broker_url: str) -> Path:
     return config
 
 
-def run_daemon(seconds: float, interval_s: float) -> dict[str, Any]:
+def _python_heap(pid: int, traced: Path) -> dict[str, Any] | None:
+    os.kill(pid, signal.SIGUSR1)
+    for _ in range(600):  # a snapshot of a traced heap takes seconds on a busy board
+        time.sleep(0.2)
+        if traced.exists() and traced.stat().st_size:
+            result: dict[str, Any] = json.loads(traced.read_text(encoding="utf-8"))
+            return result
+    log = traced.parent / "daemon.log"
+    sys.stderr.write(log.read_text(encoding="utf-8", errors="replace")[-2000:])
+    return None
+
+
+def run_daemon(seconds: float, interval_s: float, *, trace: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         directory = Path(tmp)
         broker = MosquittoBroker(directory / "broker")
         broker.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT")}
+        env["PYTHONPATH"] = str(REPO)  # measure this checkout's agent, whatever is installed
+        config = write_config(directory, broker.url)
+        traced = directory / "tracemalloc.json"
+        argv = [sys.executable, "-m", "agent", "run", "--config", str(config)]
+        if trace:
+            argv = [sys.executable, "-c", TRACED_RUN, str(traced), str(config)]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "run",
-                "--config",
-                str(write_config(directory, broker.url)),
-            ],
+            argv,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(directory / "daemon.log").open("wb"),
             cwd=directory,
         )
         samples: list[dict[str, float]] = []
@@ -213,6 +244,7 @@ def run_daemon(seconds: float, interval_s: float) -> dict[str, Any]:
                 )
             parts = breakdown(proc.pid)
             threads = thread_count(proc.pid)
+            python_heap = _python_heap(proc.pid, traced) if trace else None
         finally:
             proc.terminate()
             try:
@@ -228,6 +260,7 @@ def run_daemon(seconds: float, interval_s: float) -> dict[str, Any]:
         "rss_max_mb": max((s["rss_mb"] for s in samples), default=0.0),
         "threads": threads,
         "breakdown": parts,
+        **({"tracemalloc": python_heap} if trace else {}),
         "samples": samples,
     }
 
@@ -237,9 +270,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="how long the daemon runs")
     parser.add_argument("--interval-s", type=float, default=10.0, help="sampling period")
     parser.add_argument("--imports", action="store_true", help="also measure each import alone")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the daemon under tracemalloc (slower, larger) and report the Python heap",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
-    result = run_daemon(args.seconds, args.interval_s)
+    result = run_daemon(args.seconds, args.interval_s, trace=args.tracemalloc)
     if args.imports:
         result["imports"] = import_costs()
     if args.json:
@@ -253,6 +291,10 @@ def main() -> int:
     print(f"{'mapped':<58} {'RSS MB':>8} {'PSS MB':>8}")
     for name, figures in result["breakdown"].items():
         print(f"{name:<58} {figures['rss_mb']:>8.1f} {figures['pss_mb']:>8.1f}")
+    if traced := result.get("tracemalloc"):
+        print(f"python heap (tracemalloc): {traced['python_heap_mb']} MB; largest by file:")
+        for row in traced["top"]:
+            print(f"  {row['mb']:>6.2f} MB  {row['file']}")
     for row in result.get("imports", []):
         if "error" in row:
             print(f"import {row['module']:<50} not importable: {row['error']}")
