@@ -3,19 +3,23 @@
   e2e    a model of --mb MB end to end (transfer, verify, stage, activate) through the real
          UpdateService and Installer, against raw broker throughput for the same message size
          (QoS 1 publish -> subscribe) measured in the same run.
-  fleet  --devices simulated devices (real UpdateService, Installer and transfer code; the
-         devices of one process share one MQTT connection, spread over --procs processes)
-         taking one --mb MB rollout, against one device in the same harness. Reports,
-         each labelled: (a) the wall-time ratio measured here, (b) the server side (when it
-         published its last chunk, bytes sent vs the bundle), (c) device CPU seconds per
-         device as measured, (d) a projection for devices with a CPU each (computed from
-         (a)-(c), never reported as measured).
+  fleet  --devices simulated devices (real UpdateService, Installer and transfer code; one
+         process and MQTT connection each unless --procs groups them, devices of one process
+         then sharing a connection) taking one --mb MB rollout. Measured in the same run
+         first: the raw fan-out (tools/bench_transfer_fanout.py), as many plain subscriber
+         processes taking the same bytes through the same broker (SHA-256, written to
+         disk): ``fanout_ratio`` = rollout wall time / ``raw_fanout_s``,
+         ``egress_per_bundle`` = server bytes out / bundle, ``broker_bytes_out`` of both.
+         Also, against one device in the same harness, each labelled: (a) the wall-time
+         ratio, (b) the server side (when it published its last chunk, bytes sent vs the
+         bundle), (c) device CPU seconds per device as measured, (d) a projection for
+         devices with a CPU each (computed from (a)-(c), never reported as measured).
 
 The trial step is replaced by an always-passing probe: a random payload is not a model,
 and the trial is not part of what is measured here.
 
 Usage: python tools/bench_transfer.py e2e --mb 50
-       python tools/bench_transfer.py fleet --devices 200 --mb 10
+       python tools/bench_transfer.py fleet --devices 100 --mb 10
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
+from bench_transfer_fanout import broker_bytes_out, raw_fanout  # noqa: E402 - tools/ sibling
+from bench_transfer_figures import fanout_figures, fleet_figures, phases  # noqa: E402
 from bench_transfer_sim import TERMINAL, DeviceGroup, device_process  # noqa: E402 - tools/ sibling
 
 from agent.fleet.bundle import BundleSpec, create_bundle  # noqa: E402 - after sys.path
@@ -54,7 +60,6 @@ WINDOW = int(os.environ.get("BENCH_WINDOW", "32"))
 BROKER_EXTRA = [
     line for line in os.environ.get("BENCH_BROKER", "set_tcp_nodelay true").split(";") if line
 ]
-TARGET_RATIO = 3.0
 
 
 class ServerProcess:
@@ -148,23 +153,11 @@ def run_devices(url: str, bundle: Path, work: Path, names: list[str]) -> dict[st
         "seconds": round(elapsed, 3),
         "device_cpu_s": round(cpu_s, 2),
         # When the last device began downloading, began installing (transfer done), ended.
-        "phases_s": _phases(devices, start),
+        "phases_s": phases(devices, start),
         "server_frames": server_stats["frames"],
         "server_bytes": server_stats["bytes"],
         "server_cpu_s": server_stats["cpu_s"],
         "bundle_bytes": served.manifest.total_length,
-    }
-
-
-def _phases(devices: list[dict[str, Any]], start: float) -> dict[str, float | None]:
-    def last(statuses: tuple[str, ...]) -> float | None:
-        times = [d["phases"][s] for d in devices for s in statuses if s in d["phases"]]
-        return round(max(times) - start, 3) if times else None
-
-    return {
-        "downloading": last(("downloading",)),
-        "installing": last(("installing",)),
-        "done": last(TERMINAL),
     }
 
 
@@ -214,6 +207,7 @@ def run_fleet(
     server = ServerProcess(url, bundle)
     pid = broker.process.pid if broker.process is not None else None
     broker_cpu_start = process_cpu_s(pid)
+    broker_out_start = broker_bytes_out(pid)
     start = time.monotonic()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
     devices, cpu_s = group.finish(timeout_s=1800)
@@ -221,7 +215,8 @@ def run_fleet(
     stats = server.finish()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)
     op.close()
-    phases = _phases(devices, start)
+    broker_out_end = broker_bytes_out(pid)
+    spans = phases(devices, start)
     done = sorted(
         min(d["phases"][s] for s in TERMINAL if s in d["phases"]) - start
         for d in devices
@@ -237,9 +232,9 @@ def run_fleet(
         "procs": len(group.procs),
         "ok": sum(1 for d in devices if d["status"] == "successful"),
         # (a) manifest publish -> the last device's terminal op state.
-        "seconds": phases["done"],
+        "seconds": spans["done"],
         "device_done_s_median": round(done[len(done) // 2], 3) if done else None,
-        "phases_s": phases,
+        "phases_s": spans,
         "install_s_median": round(sorted(installs)[len(installs) // 2], 3) if installs else None,
         # (b) the server side.
         "server_last_chunk_s": round(stats["last_chunk_s"] - start, 3),
@@ -256,66 +251,14 @@ def run_fleet(
             if broker_cpu_start is not None and broker_cpu_end is not None
             else None
         ),
+        "broker_bytes_out": (
+            broker_out_end - broker_out_start
+            if broker_out_start is not None and broker_out_end is not None
+            else None
+        ),
         # (c) CPU of the device processes (devices, their shared MQTT thread and fan-out).
         "device_cpu_s": round(cpu_s, 2),
         "device_cpu_ms_per_device": round(1000 * cpu_s / count, 1),
-    }
-
-
-def fleet_figures(
-    one: dict[str, Any], many: dict[str, Any], fanout_s_per_byte: float
-) -> dict[str, Any]:
-    """The four labelled figures of ``fleet`` from the one-device and N-device runs."""
-    ratio = many["seconds"] / one["seconds"]
-    transfer_one = one["phases_s"]["installing"]
-    install_one = one["seconds"] - transfer_one
-    # Projection for N real devices, each with its own CPU, through this one broker: the
-    # slowest of three measured rates, then one device's install.
-    # - device: one device's transfer, stretched by how much more stream it must read
-    #   (every device reads every frame of the shared stream);
-    # - broker: Mosquitto (one thread) sends the stream once per device: its CPU per byte
-    #   per subscriber is measured separately (broker_fanout_cpu), its control-traffic CPU
-    #   per device from the N-device run;
-    # - server: its CPU in the N-device run bounds its own busy time.
-    stream = many["server_bytes"] / one["server_bytes"]
-    device_s = transfer_one * stream
-    devices, procs = many["devices"], many["procs"]
-    # Mosquitto's CPU in the N-device run = the stream once per connection (procs copies,
-    # at the measured per-copy rate) + control traffic per device (requests, op states).
-    stream_copy_s = many["server_bytes"] * fanout_s_per_byte
-    control_s = max(0.0, (many["broker_cpu_s"] or 0.0) - procs * stream_copy_s) / devices
-    broker_s = devices * (stream_copy_s + control_s)
-    server_s = many["server_cpu_s"]
-    projected = max(device_s, broker_s, server_s) + install_one
-    return {
-        "a_measured_wall_ratio": round(ratio, 2),
-        "a_target_ratio": TARGET_RATIO,
-        "a_target_met": ratio <= TARGET_RATIO,
-        "b_server_last_chunk_s": many["server_last_chunk_s"],
-        "b_server_bytes_per_bundle": round(many["server_bytes"] / many["bundle_bytes"], 2),
-        "c_device_cpu_ms_per_device": {
-            "one_device": one["device_cpu_ms_per_device"],
-            "fleet": many["device_cpu_ms_per_device"],
-        },
-        "d_projection": {
-            "label": "PROJECTION (not measured): N devices, each on its own CPU, one broker",
-            "formula": (
-                "max(device_s, broker_s, server_s) + install_s; device_s = "
-                "one.phases_s.installing * many.server_bytes / one.server_bytes; broker_s = "
-                "devices * (many.server_bytes * broker_cpu_s_per_byte_per_subscriber + "
-                "control_s); control_s = (many.broker_cpu_s - procs * many.server_bytes * "
-                "broker_cpu_s_per_byte_per_subscriber) / devices; server_s = many.server_cpu_s; "
-                "install_s = one.seconds - one.phases_s.installing"
-            ),
-            "broker_cpu_s_per_byte_per_subscriber": fanout_s_per_byte,
-            "control_s": round(control_s, 5),
-            "device_s": round(device_s, 3),
-            "broker_s": round(broker_s, 3),
-            "server_s": round(server_s, 3),
-            "install_s": round(install_one, 3),
-            "seconds": round(projected, 3),
-            "ratio": round(projected / one["seconds"], 2),
-        },
     }
 
 
@@ -329,8 +272,8 @@ def main() -> int:
     parser.add_argument(
         "--procs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="fleet: processes the simulated devices are spread over (default: CPU count)",
+        default=0,
+        help="fleet: processes the simulated devices are spread over (default: one per device)",
     )
     parser.add_argument("--chunk-size", type=int, default=128 * 1024)
     parser.add_argument(
@@ -394,13 +337,24 @@ def main() -> int:
                 **e2e,
             }
         else:
+            pid = broker.process.pid if broker.process is not None else None
+            # (a) the raw fan-out to as many receivers, each its own process and connection.
+            raw = raw_fanout(
+                broker.url,
+                work / "model.tflite",  # the bundle's one file, byte for byte
+                work / "raw",
+                count=args.devices,
+                chunk_size=args.chunk_size,
+                broker_pid=pid,
+            )
             one = run_fleet(broker, bundle, work / "one", count=1, procs=1, install=args.install)
+            # (b) the real rollout: one update service per process unless --procs says fewer.
             many = run_fleet(
                 broker,
                 bundle,
                 work / "many",
                 count=args.devices,
-                procs=args.procs,
+                procs=args.procs or args.devices,
                 install=args.install,
             )
             # Enough copies (>= 128 MiB) for the broker's CPU ticks (10 ms) to resolve it.
@@ -410,7 +364,9 @@ def main() -> int:
                 "install": args.install,
                 "mb": args.mb,
                 "cpus": os.cpu_count(),
+                **fanout_figures(raw, many),
                 **fleet_figures(one, many, fanout),
+                "raw": raw,
                 "one": one,
                 "many": many,
             }

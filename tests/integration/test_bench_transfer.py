@@ -29,6 +29,18 @@ def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
     assert doc["many"]["server_bytes"] >= bundle  # every byte went over the broker
     assert doc["a_target_met"] is (doc["a_measured_wall_ratio"] <= doc["a_target_ratio"])
     assert doc["c_device_cpu_ms_per_device"]["fleet"] > 0
+    # Issue 19: the raw fan-out to as many receiver processes, measured in the same run.
+    raw = doc["raw"]
+    assert raw["subscribers"] == 3
+    assert raw["ok"] == 3  # every receiver got every byte and the same SHA-256
+    assert doc["raw_fanout_s"] == raw["seconds"] > 0
+    assert doc["fanout_ratio"] == round(doc["many"]["seconds"] / raw["seconds"], 2)
+    assert doc["egress_per_bundle"] == round(doc["many"]["server_bytes"] / bundle, 3)
+    assert doc["egress_per_bundle"] >= 1.0
+    broker_out = doc["broker_bytes_out"]
+    assert broker_out["raw"] >= 3 * bundle  # the broker wrote every byte to each receiver
+    assert broker_out["rollout"] >= doc["many"]["procs"] * bundle  # once per connection
+    assert isinstance(doc["fanout_target_met"], bool)
     projection = doc["d_projection"]
     assert projection["label"].startswith("PROJECTION (not measured)")
     terms = ("device_s", "broker_s", "server_s")
