@@ -11,6 +11,12 @@ was lost, and the device's stall timer, longer than the guard, asks again later)
 request carries a per-subscription ``listener`` token; the server notes when it first
 heard from it, so a device that subscribed after the chunk went out is served at once.
 
+Several servers may share one fleet's requests: with ``share_group`` each subscribes to
+``$share/<group>/<root>/d/+/xfer/<deployment_id>/req`` and the broker hands every request
+to one of them (MQTT 5 shared subscription; Mosquitto, EMQX, HiveMQ, VerneMQ). They
+need no coordination: every server holds the same bundle and publishes on the same stream
+topic, and a request lost with a dying server is asked again by the device's stall timer.
+
 Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on either
 leg; a lost chunk is re-requested by the device's stall timer). After every batch a
 tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
@@ -65,8 +71,10 @@ class ChunkServer:
         resend_hold_s: float = 0.1,
         chunk_qos: int = 0,
         mangle: Mangle | None = None,
+        share_group: str = "",
     ) -> None:
         self._mangle = mangle
+        self._share_group = share_group
         self._client = client
         self._topics = topics
         self._bundles = {b.deployment_id: b for b in bundles}
@@ -89,9 +97,15 @@ class ChunkServer:
 
     def start(self) -> None:
         for deployment_id in self._bundles:
-            self._client.subscribe(self._topics.request_filter(deployment_id), self._on_request)
+            self._client.subscribe(self.request_filter(deployment_id), self._on_request)
         self._thread = threading.Thread(target=self._run, name="chunk-server", daemon=True)
         self._thread.start()
+
+    def request_filter(self, deployment_id: str) -> str:
+        topic_filter = self._topics.request_filter(deployment_id)
+        if self._share_group:
+            return f"$share/{self._share_group}/{topic_filter}"
+        return topic_filter
 
     def join(self, timeout_s: float = 5.0) -> None:
         self._wake.set()
@@ -225,3 +239,8 @@ def resend_not_needed(
 ) -> bool:
     """Every requester was listening when the chunk went out, and that was within the guard."""
     return sent_s >= listening_since_s and now_s - sent_s < guard_s
+
+
+def valid_share_group(name: str) -> bool:
+    """An MQTT 5 share name: not empty, no '/', '+' or '#' (spec 4.8.2)."""
+    return bool(name) and not any(c in name for c in "/+#")

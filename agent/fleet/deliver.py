@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from agent.config.base import resolve_secret
 from agent.errors import AgentError, CommandError, Reason
-from agent.fleet.chunkserver import ChunkServer
+from agent.fleet.chunkserver import ChunkServer, valid_share_group
 from agent.fleet.keys import signers_for
 from agent.fleet.mqttclient import BrokerTls, FleetClient
 from agent.fleet.rootpub import check_fleet_root
@@ -49,6 +49,24 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
         "--password", default="", help="broker password, or file:PATH to read it from a file"
     )
     parser.add_argument("--topic-root", default="ea/v1")
+
+
+def _share_group(text: str) -> str:
+    if not valid_share_group(text):
+        msg = f"a share group name is a non-empty name without '/', '+' or '#', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def add_share_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--share-group",
+        type=_share_group,
+        default="",
+        metavar="NAME",
+        help="serve chunk requests as one of the servers subscribed with this MQTT 5 shared "
+        "subscription group ($share/NAME/...); every server of a fleet uses the same NAME",
+    )
 
 
 def connect(args: argparse.Namespace) -> FleetClient:
@@ -140,6 +158,7 @@ def deliver(
     answer_s: float = 30.0,
     force: bool = False,
     title: str = "devices",
+    share_group: str = "",
 ) -> Delivery:
     """Publish the manifest retained, serve its chunks, follow the devices' answers to it."""
     manifest = bundle.manifest
@@ -152,7 +171,7 @@ def deliver(
     stop = threading.Event()
     tracker = Tracker(topics, bundle.deployment_id, manifest_key(bundle), devices)
     tracker.attach(client)
-    server = ChunkServer(client, topics, [bundle], stop)
+    server = ChunkServer(client, topics, [bundle], stop, share_group=share_group)
     server.start()
     client.publish_wait(deploy_topic, bundle.envelope_bytes, retain=True)
     log.info("manifest_published", deployment=bundle.deployment_id, devices=devices)
@@ -223,6 +242,7 @@ def run_publish(args: argparse.Namespace) -> int:
             args.timeout,
             answer_s=args.answer_timeout,
             force=args.force,
+            share_group=args.share_group,
         )
     finally:
         client.close()
@@ -239,9 +259,15 @@ def run_serve(args: argparse.Namespace) -> int:
     bundles = [load_bundle(path) for path in args.bundles]
     client = connect(args)
     stop = threading.Event()
-    server = ChunkServer(client, Topics(args.topic_root), bundles, stop)
+    server = ChunkServer(
+        client, Topics(args.topic_root), bundles, stop, share_group=args.share_group
+    )
     server.start()
-    log.info("chunk_server_running", deployments=[b.deployment_id for b in bundles])
+    log.info(
+        "chunk_server_running",
+        deployments=[b.deployment_id for b in bundles],
+        share_group=args.share_group or None,
+    )
     try:
         stop.wait(args.seconds if args.seconds > 0 else None)
     finally:
@@ -303,6 +329,7 @@ def run_rollout(args: argparse.Namespace) -> int:
                 args.timeout,
                 answer_s=args.answer_timeout,
                 force=args.force,
+                share_group=args.share_group,
                 title=name,
             )
             if not args.json:
@@ -342,12 +369,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publish.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
     _answer_args(publish)
     add_broker_args(publish)
+    add_share_arg(publish)
     publish.set_defaults(func=run_publish)
 
     serve = sub.add_parser("serve", help="long-running chunk server for one or more bundles")
     serve.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE_DIR")
     serve.add_argument("--seconds", type=float, default=0, help="stop after N s (0: never)")
     add_broker_args(serve)
+    add_share_arg(serve)
     serve.set_defaults(func=run_serve)
 
     rollout = sub.add_parser("rollout", help="canary devices first, then the rest")
@@ -359,6 +388,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rollout.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage")
     _answer_args(rollout)
     add_broker_args(rollout)
+    add_share_arg(rollout)
     rollout.set_defaults(func=run_rollout)
 
 

@@ -33,6 +33,15 @@ MAX_SUBACKS = 256
 # (topic, payload, retained): ``retained`` is True for a message the broker held from before
 # the subscription, False for one published while we listen (MQTT forwards with retain 0).
 FlaggedCallback = Callable[[str, bytes, bool], None]
+SHARE_PREFIX = "$share/"
+
+
+def route_of(topic_filter: str) -> str:
+    """The filter a subscription's messages match: ``$share/<group>/F`` delivers topics of F."""
+    if topic_filter.startswith(SHARE_PREFIX):
+        _group, _, rest = topic_filter[len(SHARE_PREFIX) :].partition("/")
+        return rest
+    return topic_filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class FleetClient:
                 ctx.load_cert_chain(tls.cert, tls.key or None)
             self._client.tls_set_context(ctx)
         self._routes = Routes()
+        # Route filter -> the filter subscribed on the wire, where they differ ($share/...).
+        self._wire: dict[str, str] = {}
         # topic -> matching callbacks; paho's matcher is slow per message on a chunk stream.
         self._connected = threading.Event()
         self._refused = ""
@@ -152,7 +163,11 @@ class FleetClient:
             raise TransportError(f"publish to {topic} not acknowledged", topic=topic)
 
     def subscribe(self, topic_filter: str, callback: MessageCallback) -> None:
-        self._routes.add(topic_filter, callback)
+        """``topic_filter`` may be a shared subscription, ``$share/<group>/<filter>``."""
+        route = route_of(topic_filter)
+        if route != topic_filter:
+            self._wire[route] = topic_filter
+        self._routes.add(route, callback)
         if self.connected:
             self._client.subscribe(topic_filter, qos=1)
 
@@ -191,9 +206,11 @@ class FleetClient:
             return dict(got)
 
     def unsubscribe(self, topic_filter: str) -> None:
-        self._routes.remove(topic_filter)
+        route = route_of(topic_filter)
+        self._routes.remove(route)
+        wire = self._wire.pop(route, topic_filter)
         if self.connected:
-            self._client.unsubscribe(topic_filter)
+            self._client.unsubscribe(wire)
 
     # paho callbacks: never raise into paho's thread.
 
@@ -210,7 +227,7 @@ class FleetClient:
             log.warning("fleet_mqtt_refused", url=self.url, reason=str(reason))
             return
         for topic_filter in self._routes.filters():
-            client.subscribe(topic_filter, qos=1)
+            client.subscribe(self._wire.get(topic_filter, topic_filter), qos=1)
         self._connected.set()
 
     def _on_disconnect(
