@@ -110,10 +110,33 @@ class OfflineProbe:
     def golden(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
         return golden_result(self._detectors, slot, model_path, manifest)
 
+    def _slot_fit(self, slot: str, model_path: Path) -> TrialResult | None:
+        """Load the model as its slot runs it (decoder fit and a decoded smoke frame).
+
+        Without this an offline install would commit a model the slot's decoder cannot
+        read: the smoke inferences below only prove that the runtime runs it.
+        """
+        if self._detectors is None:
+            return None
+        try:
+            self._detectors.open(slot, model_path).close()
+        except AgentError as exc:
+            if exc.data.get("unknown_slot"):  # no [[models]] entry: no decoder to check against
+                log.warning("slot_fit_skipped", slot=slot, why=exc.message)
+                return None
+            reason = reason_of(exc, Reason.HEALTH_FAILED)
+            return TrialResult(
+                ok=False, detail=f"model does not fit the slot: {exc}", reason=reason
+            )
+        return None
+
     def trial(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
-        health = manifest.health
         if manifest.trial.shadow is not None:
             log.warning("shadow_trial_skipped", slot=slot, why="no live frames offline")
+        return self._slot_fit(slot, model_path) or self._smoke(slot, model_path, manifest)
+
+    def _smoke(self, slot: str, model_path: Path, manifest: Manifest) -> TrialResult:
+        health = manifest.health
         try:
             backend = create_backend(manifest.backend, model_path, self._options)
         except Exception as exc:  # a runtime that chokes on the file is a failed trial

@@ -77,7 +77,9 @@ class SlotDetectors:
     def open(self, slot: str, path: Path, threads: int | None = None) -> Detector:
         model = next((m for m in self._config.models if m.slot == slot), None)
         if model is None:
-            raise ModelLoadError(f"no model slot {slot!r} in the config", model=str(path))
+            raise ModelLoadError(
+                f"no model slot {slot!r} in the config", model=str(path), unknown_slot=True
+            )
         options = backend_options(self._config, model, path)
         if threads is not None:
             options = dataclasses.replace(options, threads=threads)
