@@ -74,6 +74,10 @@ def _section(name: str, model: type[BaseModel], lines: list[str]) -> None:
             f"| `{key}` | {_type_name(field.annotation)} | {default} | {field.description} |"
         )
     lines.append("")
+    # Nested tables (e.g. [mqtt.homeassistant]) get their own section after their parent.
+    for key, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            _section(f"{name}.{key}", field.annotation, lines)
 
 
 def render() -> str:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 
 from agent.config.base import StrictModel
+from agent.config.homeassistant import HomeAssistantConfig
 
 
 class MqttConfig(StrictModel):
@@ -36,6 +37,9 @@ class MqttConfig(StrictModel):
     )
     busy_backoff_s: float = Field(
         default=30.0, ge=0, description="Extra wait when the broker says it is busy or over quota."
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery."
     )
 
     @field_validator("url")

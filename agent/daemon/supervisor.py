@@ -141,6 +141,15 @@ class Supervisor:
         for op, handler in build_command_handlers(self).items():
             self.commands.register(op, handler)
         self.link.subscribe(self.topics.cmd_filter, self.commands.on_message)
+        if cfg.mqtt.homeassistant.enabled:  # Home Assistant discovery (issue 20, docs/mqtt.md)
+            from agent.update.store.journal import read_status  # noqa: PLC0415 - when enabled
+            from agent.uplink.homeassistant import start_homeassistant  # noqa: PLC0415
+
+            stop = start_homeassistant(
+                cfg, self.topics, self.outbox, self.link, stop=self.stop_event,
+                update_state=lambda: read_status(self.state_dir)["slots"],
+            )  # fmt: skip
+            self._stops.append(("homeassistant", stop))
         self.link.start()
         self._stops.append(("link", self.link.stop))
 
