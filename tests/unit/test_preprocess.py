@@ -128,3 +128,27 @@ def test_every_mode_maps_what_the_model_sees_onto_the_frame(frame_w, frame_h, in
         assert 0 <= y0 < y1 <= frame_h
         assert size[0] <= in_w
         assert size[1] <= in_h
+
+
+@pytest.mark.parametrize(
+    ("input_range", "affine"),
+    [
+        ("-1_1", None),
+        ("0_1", None),
+        ("0_255", None),
+        ("auto", ((0.017, 0.0175, 0.0171), (-2.1, -2.03, -1.8))),  # mean/std per channel
+    ],
+)
+def test_table_path_writes_the_values_of_the_arithmetic_path(input_range, affine):
+    # A contiguous float32 NHWC tensor takes the cv2.LUT path; a strided view of one
+    # cannot, and gets widen, multiply, add: both must write the same float32 values.
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    pre = Preprocessor(_spec((1, 24, 32, 3)), "squash", "rgb", input_range, channel_affine=affine)
+    fast = np.empty((1, 24, 32, 3), np.float32)
+    pre.prepare(frame, fast)
+    strided = np.full((1, 24, 32, 4), np.nan, np.float32)[..., :3]
+    pre.prepare(frame, strided)
+    assert not strided[0].flags.c_contiguous
+    np.testing.assert_array_equal(fast, strided)
+    assert np.isfinite(fast).all()
