@@ -143,12 +143,18 @@ def load_for_daemon(
     state_dir = Path(base.config.storage.state_dir)
     if not state_dir.is_dir():
         return base, None
-    trial = advance_trial(state_dir, now_s)
+    try:
+        trial = advance_trial(state_dir, now_s)
+    except OSError as exc:
+        # Cannot count the start (full or read-only disk): run what is stored, untimed.
+        log.warning("desired_config_trial_unrecorded", error=str(exc))
+        trial = None
     loaded = _with_stored_layer(base, state_dir, environ, strict=False)
     if loaded is None and trial is not None:
-        revert_trial(state_dir, "the config does not validate at start-up", now_s)
         trial = None
-        loaded = _with_stored_layer(base, state_dir, environ, strict=False)
+        with contextlib.suppress(OSError):  # else: left out anyway, reverted next start
+            revert_trial(state_dir, "the config does not validate at start-up", now_s)
+            loaded = _with_stored_layer(base, state_dir, environ, strict=False)
     return (loaded if loaded is not None else base), trial
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.desired import confirm_trial, revert_trial
+from agent.log import get_logger
+
+log = get_logger(__name__)
 
 
 class Verdict(str, enum.Enum):
@@ -62,13 +65,18 @@ class TrialWatch:
         if trial is None:
             return
         verdict = trial.decide(now_s, connected, health_status)
-        if verdict is Verdict.CONFIRM:
-            confirm_trial(self.state_dir, trial.version)
-            self.trial = None
-        elif verdict is Verdict.REVERT:
-            revert_trial(self.state_dir, f"config v{trial.version} {trial.reason()}", wall_s)
-            self.trial = None
-            self._restart()  # the last good config is loaded at the next start
+        try:
+            if verdict is Verdict.CONFIRM:
+                confirm_trial(self.state_dir, trial.version)
+                self.trial = None
+            elif verdict is Verdict.REVERT:
+                revert_trial(self.state_dir, f"config v{trial.version} {trial.reason()}", wall_s)
+                self.trial = None
+                self._restart()  # the last good config is loaded at the next start
+        except OSError as exc:
+            # A full or read-only state disk: keep the trial and try again next tick (a
+            # restart now would only count against the trial without recording anything).
+            log.warning("desired_config_trial_write_failed", verdict=verdict, error=str(exc))
 
     def status(self) -> dict[str, Any] | None:
         trial = self.trial

@@ -15,6 +15,7 @@ from agent.config.desired import (
     begin_trial,
     confirm_trial,
     desired_path,
+    load_for_daemon,
     read_desired,
     revert_trial,
     reverted,
@@ -109,3 +110,37 @@ def test_trial_decision() -> None:
     late = ConfigTrial(7, started_mono_s=0.0, deadline_s=10.0, healthy_s=2.0)
     assert late.decide(10.0, connected=True, health_status="down") is Verdict.REVERT
     assert "health down" in late.reason()
+
+
+def test_daemon_start_counts_the_trial_and_reverts_what_does_not_validate(
+    write_config, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    config = write_config(
+        f"""
+        [storage]
+        state_dir = "{state}"
+        [telemetry]
+        stats_interval_s = 30
+        """
+    )
+    state.mkdir()
+    begin_trial(state, DesiredLayer(1, {"telemetry": {"stats_interval_s": 5}}), 1.0)
+    loaded, trial = load_for_daemon(config, {}, now_s=2.0)
+    assert (trial, loaded.config.telemetry.stats_interval_s) == (1, 5)
+    # Started again without confirming (a crash, a hang): back to the file alone.
+    loaded, trial = load_for_daemon(config, {}, now_s=3.0)
+    assert (trial, loaded.desired_version, loaded.config.telemetry.stats_interval_s) == (
+        None,
+        None,
+        30,
+    )
+    # A trial layer the config file no longer accepts is reverted at once.
+    begin_trial(state, DesiredLayer(2, {"telemetry": {"stats_interval_s": -1}}), 4.0)
+    loaded, trial = load_for_daemon(config, {}, now_s=5.0)
+    assert trial is None
+    assert loaded.desired_version is None
+    marker = reverted(state)
+    assert marker is not None
+    assert marker["version"] == 2
+    assert "does not validate" in marker["reason"]
