@@ -17,6 +17,7 @@ from agent.config.device import (
 from agent.config.model import ModelConfig
 from agent.config.update import UpdateConfig
 from agent.config.uplink import MqttConfig, OutboxConfig, TelemetryConfig
+from agent.config.web import WebConfig
 
 
 class AgentConfig(StrictModel):
@@ -32,6 +33,7 @@ class AgentConfig(StrictModel):
     )
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="Model updates.")
     control: ControlConfig = Field(default_factory=ControlConfig, description="Local socket.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Technician's live view.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Camera sources.")
     models: list[ModelConfig] = Field(default_factory=list, description="Models per slot.")
 

@@ -157,7 +157,13 @@ class Supervisor:
         publisher.start()
         self._stops.append(("publisher", publisher.stop))
 
-        self.pipeline = self._factory(cfg, self._sink(), self.state_dir, self.stop_event)
+        sink = self._sink()
+        if cfg.web.enabled:  # the technician's live view (issue 20 item 2, docs/liveview.md)
+            from agent.daemon.liveview import start_live_view  # noqa: PLC0415 - when enabled
+
+            view, sink = start_live_view(self, sink)  # reads self.pipeline when asked
+            self._stops.append(("web", view.stop))
+        self.pipeline = self._factory(cfg, sink, self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))
 
