@@ -23,7 +23,14 @@ VENDOR = Path(__file__).resolve().parents[2] / "agent" / "fleet" / "console" / "
 STATS = {
     "ts": 1000.0,
     "cameras": {"door": {"capture_fps": 15.0, "inferred_fps": 14.5, "dropped_fps": 0.5}},
-    "models": {"detector": {"inference_ms": {"p50": 7.5, "p95": 9.0}, "e2e_ms": {"p50": 30.0}}},
+    "models": {
+        "detector": {
+            "inference_ms": {"p50": 7.5, "p95": 9.0},
+            "e2e_ms": {"p50": 30.0},
+            "preprocess_ms": {"p50": 1.5},
+        }
+    },
+    "drift": {"detector": {"histogram_distance": 0.12, "drifted": False}},
     "process": {"rss_mb": 120.5, "cpu_percent": 40.0, "max_temperature_c": 61.0, "throttled": 0},
     "outbox": {"depth": 3, "dropped": {"queue_full": {"stats": 2}, "evicted": {"detection": 1}}},
 }
@@ -36,6 +43,8 @@ def test_sample_of_a_stats_document_flattens_what_the_charts_draw():
         "fps.door.dropped": 0.5,
         "inference_ms.detector": 7.5,
         "latency_ms.detector": 30.0,
+        "stage_ms.detector.preprocess": 1.5,
+        "drift.detector": 0.12,
         "rss_mb": 120.5,
         "cpu_percent": 40.0,
         "temperature_c": 61.0,

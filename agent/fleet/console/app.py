@@ -178,7 +178,18 @@ def build_app(console: Console) -> Starlette:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     def deployments_context() -> dict[str, Any]:
-        return {"rollouts": console.actions.deployments.views(), "now": time.time()}
+        rollouts = console.actions.deployments.views()
+        devices = console.state.devices()
+        for rollout in rollouts:  # the shadow trial's figures, from the devices' op states
+            for stage in rollout["stages"]:
+                for device, state in stage["states"].items():
+                    op = (
+                        devices.get(device, {})
+                        .get("ops", {})
+                        .get(f"model_update/{stage['deployment_id']}", {})
+                    )
+                    state["shadow"] = op.get("shadow") if isinstance(op, dict) else None
+        return {"rollouts": rollouts, "now": time.time()}
 
     @guarded
     async def deployments_page(request: Request, session: Session) -> Response:

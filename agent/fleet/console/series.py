@@ -12,13 +12,15 @@ from typing import Any
 # Chart name -> (title, unit, series prefixes it draws); the order is the page's order.
 CHARTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fps": ("Frames per second", "fps", ("fps.",)),
-    "latency": ("End-to-end latency p50", "ms", ("latency_ms.",)),
+    "latency": ("Latency p50: end to end and per stage", "ms", ("latency_ms.", "stage_ms.")),
     "inference": ("Inference p50", "ms", ("inference_ms.",)),
     "cpu": ("CPU", "%", ("cpu_percent",)),
     "rss": ("Resident memory", "MiB", ("rss_mb",)),
     "temperature": ("Temperature", "°C", ("temperature_c", "throttled")),
     "outbox": ("Outbox depth and drops", "messages", ("outbox_depth", "outbox_dropped")),
+    "drift": ("Drift: confidence histogram distance", "TV distance", ("drift.",)),
 }
+STAGES = ("preprocess_ms", "postprocess_ms", "handoff_ms", "capture_age_ms")
 
 
 def _number(value: Any) -> float | None:
@@ -57,6 +59,13 @@ def sample_of(stats: dict[str, Any]) -> dict[str, float]:
             part = doc.get(key)
             if isinstance(part, dict) and (n := _number(part.get("p50"))) is not None:
                 out[f"{prefix}.{slot}"] = n
+        for stage in STAGES:
+            part = doc.get(stage)
+            if isinstance(part, dict) and (n := _number(part.get("p50"))) is not None:
+                out[f"stage_ms.{slot}.{stage.removesuffix('_ms')}"] = n
+    for slot, doc in _items(stats.get("drift")):
+        if (n := _number(doc.get("histogram_distance"))) is not None:
+            out[f"drift.{slot}"] = n
     process = _dict(stats.get("process"))
     for key in ("cpu_percent", "rss_mb"):
         if (n := _number(process.get(key))) is not None:
