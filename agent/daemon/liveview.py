@@ -41,6 +41,7 @@ log = get_logger(__name__)
 USER = "technician"
 BOX_BGR = (0, 255, 0)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+EVENT_FRESH_S = 2.0  # boxes older than this are not drawn on a newer frame
 
 
 def draw(frame: npt.NDArray[np.uint8], event: DetectionEvent | None, max_width: int) -> Any:
@@ -57,6 +58,17 @@ def draw(frame: npt.NDArray[np.uint8], event: DetectionEvent | None, max_width: 
     if width > max_width:
         image = cv2.resize(image, (max_width, int(height * max_width / width)))
     return image
+
+
+def fresh(event: DetectionEvent | None, now_s: float) -> DetectionEvent | None:
+    """The event if its boxes still belong on the newest frame.
+
+    Events come only when something is detected, so the last one stays after the object
+    has gone: older than ``EVENT_FRESH_S`` it is not drawn.
+    """
+    if event is None or now_s - event.ts > EVENT_FRESH_S:
+        return None
+    return event
 
 
 def basic_auth_ok(header: str | None, digest: bytes) -> bool:
@@ -129,7 +141,7 @@ class LiveView:
 
         with self._lock:
             event = self._events.get(camera)
-        image = draw(frame, event, self._cfg.max_width)
+        image = draw(frame, fresh(event, self._sup.clock.wall_s()), self._cfg.max_width)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._cfg.quality])
         return (data.tobytes(), len(event.detections) if event else 0) if ok else None
 

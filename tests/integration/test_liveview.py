@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.daemon.liveview import basic_auth_ok, loopback_host
+from agent.daemon.liveview import basic_auth_ok, fresh, loopback_host
+from agent.events.types import DetectionEvent
 from tests.support import daemon_proc
 from tests.support.browser import chromium_or_skip
 from tests.support.mosquitto import free_port
@@ -138,3 +139,10 @@ def test_web_config_off_by_default_and_exposed_only_with_a_password():
     assert AgentConfig.model_validate({"web": exposed}).web.listen == "0.0.0.0:8781"
     with pytest.raises(ValidationError, match="HOST:PORT"):
         AgentConfig.model_validate({"web": {"listen": "8781"}})
+
+
+def test_boxes_of_an_old_event_are_not_drawn_on_a_newer_frame():
+    event = DetectionEvent(seq=1, ts=100.0, camera="door", model="detector", detections=())
+    assert fresh(event, 101.0) is event
+    assert fresh(event, 103.0) is None
+    assert fresh(None, 100.0) is None
