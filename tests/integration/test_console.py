@@ -200,6 +200,19 @@ def test_console_canary_rollout_watched_end_to_end_in_chromium(fleet, tmp_path):
             assert "online" in text(f'tr[data-device="{device}"]')
         until(lambda: "x86-gateway" in text('tr[data-device="cam-001"]'), what="profile")
 
+        def order() -> list[str]:
+            return [d for (d,) in data("#fleet-table tr[data-device]", "device")]
+
+        # Sortable (a header click sorts by it, again the other way) and filterable.
+        browser.find_element(By.CSS_SELECTOR, 'a.sort[data-sort="device"]').click()
+        until(lambda: order() == ["cam-c", "cam-b", "cam-a", "cam-001"], what="sorted desc")
+        from selenium.webdriver.support.ui import Select
+
+        Select(browser.find_element(By.NAME, "status")).select_by_value("offline")
+        until(lambda: order() == [], what="no device offline")
+        Select(browser.find_element(By.NAME, "status")).select_by_value("all")
+        until(lambda: len(order()) == 4, what="all again")
+
         # A staged rollout of two pre-signed bundles, behind a confirmation.
         browser.get(url + "/deployments")
         click("bundle-1-canary")
