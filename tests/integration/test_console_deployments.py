@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.errors import AgentError
 from agent.fleet.console.rollouts import Deployments
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
@@ -26,6 +27,9 @@ def test_operator_halt_stops_the_rollout_before_the_next_stage(
     deployments = Deployments(client, TOPICS, answer_s=10)
     try:
         rollout = deployments.start([load_bundle(canary), load_bundle(rest)], 1)
+        # One rollout per fleet and slot at a time (they would share the deploy topic).
+        with pytest.raises(AgentError, match="fleet f1, slot detector is still running"):
+            deployments.start([load_bundle(rest)], 1)
         deployments.halt(rollout.id)
         assert wait_for(lambda: rollout.status != "running", 20)
         view = rollout.view()

@@ -148,15 +148,17 @@ class Deployments:
         ]
         rollout = Rollout(f"r{next(_ids)}-{bundles[-1].deployment_id}", stages, halt_on_failures)
         with self._lock:
+            # One rollout per deploy topic: two would overwrite each other's retained manifest.
             running = {
-                s.bundle.deployment_id
+                (s.bundle.manifest.fleet, s.bundle.manifest.slot)
                 for r in self._rollouts.values()
                 if r.status == "running"
                 for s in r.stages
             }
-            clash = running & {b.deployment_id for b in bundles}
+            clash = running & {(b.manifest.fleet, b.manifest.slot) for b in bundles}
             if clash:
-                raise AgentError(f"deployment {min(clash)} is already being rolled out")
+                fleet, slot = min(clash)
+                raise AgentError(f"a rollout for fleet {fleet}, slot {slot} is still running")
             self._rollouts[rollout.id] = rollout
             for old in list(self._rollouts.values())[: -self._max_kept]:
                 if old.status != "running":
