@@ -65,7 +65,6 @@ def discovery(config: AgentConfig, topics: Topics, slots: list[str]) -> dict[str
         "manufacturer": "edge-agent",
         "model": config.device.profile,
         "sw_version": __version__,
-        "suggested_area": config.device.fleet,
     }
     availability = [
         {
@@ -81,8 +80,8 @@ def discovery(config: AgentConfig, topics: Topics, slots: list[str]) -> dict[str
         oid = object_id(obj)
         configs[f"{ha.discovery_prefix}/{component}/{node}/{oid}/config"] = {
             "name": name,
+            # Entity ids follow from the device and entity names (object_id is deprecated).
             "unique_id": f"edge_agent_{node}_{oid}",
-            "object_id": f"{node}_{oid}",
             "device": device,
             "origin": ORIGIN,
             "availability": availability,
