@@ -21,6 +21,7 @@ from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.cli import main as fleet_main
 from agent.fleet.keys import init_keys
 from agent.fleet.served import load_bundle
+from agent.update.store.journal import read_status
 from agent.update.store.lock import InstallLock
 from tests.integration.mqtt_helpers import Recorder
 from tests.support.daemon_proc import minimal_config, spawn, status, stop, wait_running
@@ -162,7 +163,7 @@ def test_cli_install_racing_an_mqtt_install_never_mixes(
     publisher.start()
     try:
         # The MQTT install holds the install lock through its trial; the CLI comes in then.
-        assert rec.wait_for(lambda: b"installing" in b"".join(rec.on(rec_topic(dep))), 30)
+        assert wait_for(lambda: mid_install(tmp_path / "state", keys), 30), rec.on(rec_topic(dep))
         code, out, err = cli(capsys, "update", "install", str(local), "--config", str(cfg))
     finally:
         publisher.join(90)
@@ -177,6 +178,12 @@ def test_cli_install_racing_an_mqtt_install_never_mixes(
     assert active["manifest_version"] == (3 if code == 0 else 2)
     assert active["sha256"] in serving(sock)["path"]
     assert not InstallLock(tmp_path / "state").holder()  # nobody left holding it
+
+
+def mid_install(state: Path, keys: Path) -> bool:
+    """The daemon's journal says an install is between verification and commit."""
+    slot = read_status(state, keys / "root.json")["slots"].get("detector") or {}
+    return slot.get("phase") in ("verified", "staged", "activating", "trial")
 
 
 def rec_topic(dep: str) -> str:
