@@ -64,9 +64,7 @@ def error_from_reply(reply: dict[str, Any]) -> AgentError:
         reason = Reason(str(reply.get("reason")))
     except ValueError:
         return AgentError(f"the daemon refused: {detail}")
-    if reason in (Reason.MALFORMED, Reason.UNKNOWN_OPERATION):
-        return CommandError(reason, detail)
-    return UpdateError(reason, detail)
+    return UpdateError(reason, detail)  # printed "reason: detail", as on the on-disk path
 
 
 def pick_slot(requested: str | None, slots: list[str]) -> str:

@@ -138,6 +138,17 @@ def test_rollback_with_a_running_daemon_changes_what_it_serves(
     assert slot["active"]["manifest_version"] == 2
     assert slot["active"]["sha256"] in serving(sock)["path"]  # the daemon serves v2 too
 
+    # The daemon's refusals come back with their reason; recover has nothing to finish.
+    missing = tmp_path / "no-such-bundle"
+    code, out, err = cli(capsys, "update", "install", str(missing), "--config", str(cfg))
+    assert code == 1
+    assert "malformed: bundle directory" in err
+    assert "does not exist" in err
+    assert str(missing) in err
+    code, out, err = cli(capsys, "update", "recover", "--config", str(cfg))
+    assert code == 0, out + err
+    assert update_status(cfg, capsys)["active"]["manifest_version"] == 2
+
 
 def test_cli_install_racing_an_mqtt_install_never_mixes(
     *,
