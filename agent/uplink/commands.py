@@ -12,6 +12,7 @@ gets ``failed``/``busy`` (never silence). Nothing a payload contains can raise o
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 import time
@@ -107,7 +108,7 @@ class CommandDispatcher:
         op, cmd_id = parsed
         base = {"op": op, "cmd_id": cmd_id, "request": cmdguard.request_ref(payload)}
         state = self._state(
-            base, "failed", Reason.BUSY, detail=detail, retry_after_s=round(retry_after_s, 2)
+            base, "failed", Reason.BUSY, detail=detail, retry_after_s=_hundredths_up(retry_after_s)
         )
         self.emit(self.topics.op(op, cmd_id), state)
 
@@ -201,7 +202,7 @@ class CommandDispatcher:
                 "failed",
                 Reason.BUSY,
                 detail="sender over its command rate",
-                retry_after_s=round(wait_s, 2),
+                retry_after_s=_hundredths_up(wait_s),
             )
             self.emit(self.topics.op(op, cmd_id), busy)
             return busy
@@ -261,3 +262,8 @@ def require(request: dict[str, Any], name: str, kind: type, default: Any = None)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
         raise CommandError(Reason.MALFORMED, f"field {name!r} must be {kind.__name__}")
     return value
+
+
+def _hundredths_up(seconds: float) -> float:
+    # Rounded up, never to 0: a sender told to retry after 0 s would just flood again.
+    return max(0.01, math.ceil(seconds * 100) / 100)

@@ -104,7 +104,8 @@ def test_heartbeat_freshness_alarm_and_status_json(
 ):
     device = start_device(mosquitto, keys, tmp_path / "dev", freshness_check_s=0.2)
     try:
-        # A heartbeat that expires in ~1.5 s: first fresh, then expired -> freeze_suspected.
+        # A heartbeat that expires in ~4 s: first fresh, then expired -> freeze_suspected.
+        # (Long enough that a loaded machine still sees it fresh at the first check.)
         code = fleet_main(
             [
                 "heartbeat",
@@ -115,13 +116,15 @@ def test_heartbeat_freshness_alarm_and_status_json(
                 "--broker",
                 mosquitto.url,
                 "--expires-in",
-                str(1.5 / 86400),
+                str(4.0 / 86400),
             ]
         )
         assert code == 0
         _wait(lambda: device.service.freshness.newest is not None)
+        # The check runs on the service thread after the message is stored: wait for it.
+        _wait(lambda: device.service.freshness.alarm_active is not None)
         assert device.service.freshness.alarm_active is False
-        _wait(lambda: device.service.freshness.alarm_active is True, timeout_s=10)
+        _wait(lambda: device.service.freshness.alarm_active is True, timeout_s=15)
         capsys.readouterr()
         assert fleet_main(["status", "--broker", mosquitto.url, "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)["devices"]

@@ -84,6 +84,12 @@ def keeps_detecting(watch: Watch, after: float) -> None:
 
 
 def final_state(watch: Watch, dep: str) -> tuple[float, dict[str, Any]]:
+    # `publish` has its own subscription: its answer can come before the watch's copy.
+    def terminal() -> bool:
+        ops = watch.ops(dep)
+        return bool(ops) and ops[-1][1].get("status") in {"successful", "failed"}
+
+    wait_for(terminal, timeout_s=20)
     return watch.ops(dep)[-1]
 
 
