@@ -65,8 +65,9 @@ BROKER_EXTRA = [
 class ServerProcess:
     """The chunk server in its own process, as on a real operator machine."""
 
-    def __init__(self, url: str, bundle: Path) -> None:
+    def __init__(self, url: str, bundle: Path, devices: int) -> None:
         cmd = [sys.executable, __file__, "_server", "--url", url, "--bundle", str(bundle)]
+        cmd += ["--count", str(devices)]  # the targeted devices, as publish knows them
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
@@ -78,10 +79,12 @@ class ServerProcess:
         return result
 
 
-def serve_process(url: str, bundle: Path) -> None:
+def serve_process(url: str, bundle: Path, devices: int) -> None:
     client = FleetClient(url).connect()
     stop = threading.Event()
-    server = ChunkServer(client, TOPICS, [load_bundle(bundle)], stop)
+    # As `edge-fleet publish` runs it: the targeted devices are known (the start wait).
+    expect = [f"dev-{i}" for i in range(devices)]
+    server = ChunkServer(client, TOPICS, [load_bundle(bundle)], stop, expect_devices=expect)
     server.start()
     time.sleep(0.2)
     cpu_start = time.process_time()
@@ -135,7 +138,7 @@ def run_devices(url: str, bundle: Path, work: Path, names: list[str]) -> dict[st
     time.sleep(0.5)
     op = FleetClient(url).connect()
     served = load_bundle(bundle)
-    server = ServerProcess(url, bundle)
+    server = ServerProcess(url, bundle, len(names))
     start = time.monotonic()
     cpu_start = time.process_time()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
@@ -204,7 +207,7 @@ def run_fleet(
     group = DeviceProcesses(url, keys, work, count=count, procs=procs, install=install)
     op = FleetClient(url).connect()
     served = load_bundle(bundle)
-    server = ServerProcess(url, bundle)
+    server = ServerProcess(url, bundle, count)
     pid = broker.process.pid if broker.process is not None else None
     broker_cpu_start = process_cpu_s(pid)
     broker_out_start = broker_bytes_out(pid)
@@ -293,7 +296,7 @@ def main() -> int:
     args = parser.parse_args()
     configure(level="error")
     if args.mode == "_server":
-        serve_process(args.url, args.bundle)
+        serve_process(args.url, args.bundle, args.count)
         return 0
     if args.mode == "_devices":
         device_process(args)

@@ -17,6 +17,12 @@ to one of them (MQTT 5 shared subscription; Mosquitto, EMQX, HiveMQ, VerneMQ). T
 need no coordination: every server holds the same bundle and publishes on the same stream
 topic, and a request lost with a dying server is asked again by the device's stall timer.
 
+Start wait: a server that knows which devices a publication targets (``publish`` and
+``rollout`` do) holds the first chunks of a deployment until every one of them has
+asked for something (and so listens to the stream), at most ``start_wait_s``. Devices
+take the manifest at different moments; without the wait the first window would go
+out to the first asker alone and again to each later one.
+
 Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on either
 leg; a lost chunk is re-requested by the device's stall timer). After every batch a
 tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
@@ -25,6 +31,7 @@ chunk-sized messages shows as "acks but no chunks" on the device, not a silent s
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -72,8 +79,16 @@ class ChunkServer:
         chunk_qos: int = 0,
         mangle: Mangle | None = None,
         share_group: str = "",
+        expect_devices: Iterable[str] = (),
+        start_wait_s: float = 0.5,
     ) -> None:
         self._mangle = mangle
+        # A server of a group sees only its share of the askers: it cannot wait for all.
+        self._expect = frozenset(() if share_group else expect_devices)
+        self._start_wait_s = start_wait_s
+        self._askers: dict[str, set[str]] = {}
+        self._first_ask_s: dict[str, float] = {}
+        self._streaming: set[str] = set()
         self._share_group = share_group
         self._client = client
         self._topics = topics
@@ -131,6 +146,8 @@ class ChunkServer:
         with self._lock:
             self.stats.requests += 1
             self.stats.devices.add(device)
+            self._askers.setdefault(deployment_id, set()).add(device)
+            self._first_ask_s.setdefault(deployment_id, now)
             # A device is subscribed before its first request reaches us (same connection).
             since = self._listening.setdefault((deployment_id, device, request.listener), now)
             if request.listener is None:
@@ -140,9 +157,38 @@ class ChunkServer:
                 pending[item] = max(pending.get(item, since), since)
         self._wake.set()
 
-    def _next_due_s(self) -> float:
+    def _next_due_s(self, now: float) -> float:
+        """When a held re-send or a start wait ends (caller holds the lock)."""
         dues = [due for held in self._held.values() for due, _ in held.values()]
-        return min(dues, default=time.monotonic() + 0.5)
+        dues += [
+            self._first_ask_s[d] + self._start_wait_s
+            for d in self._pending
+            if self._waiting(d, now)
+        ]
+        return min(dues, default=now + 0.5)
+
+    def _waiting(self, deployment_id: str, now: float) -> bool:
+        """Whether the deployment's chunks still wait for expected devices to listen."""
+        if not self._expect or deployment_id in self._streaming:
+            return False
+        first = self._first_ask_s.get(deployment_id)
+        if first is None or now >= first + self._start_wait_s:
+            return False
+        return not self._expect <= self._askers.get(deployment_id, set())
+
+    def _keep_waiting(self, batch: dict[str, dict[Item, float]], now: float) -> None:
+        """Put the chunks of deployments still waiting back (caller holds the lock)."""
+        for deployment_id, items in batch.items():
+            chunks = [item for item in items if item[0] == FrameKind.CHUNK]
+            if not chunks:
+                continue
+            if not self._waiting(deployment_id, now):
+                self._streaming.add(deployment_id)
+                continue
+            back = self._pending.setdefault(deployment_id, {})
+            for item in chunks:
+                since = items.pop(item)
+                back[item] = max(back.get(item, since), since)
 
     def _release_due(self, now: float) -> set[tuple[str, Item]]:
         """Move held re-sends that are due into the pending batch (caller holds the lock)."""
@@ -159,7 +205,9 @@ class ChunkServer:
     def _run(self) -> None:
         idle_since = -1e18
         while not self._stop.is_set():
-            timeout = min(0.5, max(0.0, self._next_due_s() - time.monotonic()))
+            with self._lock:
+                now = time.monotonic()
+                timeout = min(0.5, max(0.0, self._next_due_s(now) - now))
             self._wake.wait(timeout)
             self._wake.clear()
             with self._lock:
@@ -173,7 +221,10 @@ class ChunkServer:
             with self._lock:
                 released |= self._release_due(time.monotonic())
                 pending, self._pending = self._pending, {}
+                self._keep_waiting(pending, time.monotonic())
             for deployment_id, items in pending.items():
+                if not items:
+                    continue
                 try:
                     self._serve(self._bundles[deployment_id], items, released)
                 except Exception as exc:
@@ -244,3 +295,22 @@ def resend_not_needed(
 def valid_share_group(name: str) -> bool:
     """An MQTT 5 share name: not empty, no '/', '+' or '#' (spec 4.8.2)."""
     return bool(name) and not any(c in name for c in "/+#")
+
+
+def _share_group(text: str) -> str:
+    # argparse also runs this on the "" default: empty means no shared subscription.
+    if text and not valid_share_group(text):
+        msg = f"a share group name is a non-empty name without '/', '+' or '#', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def add_share_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--share-group",
+        type=_share_group,
+        default=None,  # not "": argparse runs a string default through ``type``
+        metavar="NAME",
+        help="serve chunk requests as one of the servers subscribed with this MQTT 5 shared "
+        "subscription group ($share/NAME/...); every server of a fleet uses the same NAME",
+    )

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from agent.config.base import resolve_secret
 from agent.errors import AgentError, CommandError, Reason
-from agent.fleet.chunkserver import ChunkServer, valid_share_group
+from agent.fleet.chunkserver import ChunkServer, add_share_arg
 from agent.fleet.keys import signers_for
 from agent.fleet.mqttclient import BrokerTls, FleetClient
 from agent.fleet.rootpub import check_fleet_root
@@ -49,24 +49,6 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
         "--password", default="", help="broker password, or file:PATH to read it from a file"
     )
     parser.add_argument("--topic-root", default="ea/v1")
-
-
-def _share_group(text: str) -> str:
-    if not valid_share_group(text):
-        msg = f"a share group name is a non-empty name without '/', '+' or '#', got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return text
-
-
-def add_share_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--share-group",
-        type=_share_group,
-        default="",
-        metavar="NAME",
-        help="serve chunk requests as one of the servers subscribed with this MQTT 5 shared "
-        "subscription group ($share/NAME/...); every server of a fleet uses the same NAME",
-    )
 
 
 def connect(args: argparse.Namespace) -> FleetClient:
@@ -171,7 +153,9 @@ def deliver(
     stop = threading.Event()
     tracker = Tracker(topics, bundle.deployment_id, manifest_key(bundle), devices)
     tracker.attach(client)
-    server = ChunkServer(client, topics, [bundle], stop, share_group=share_group)
+    server = ChunkServer(
+        client, topics, [bundle], stop, share_group=share_group, expect_devices=devices or ()
+    )
     server.start()
     client.publish_wait(deploy_topic, bundle.envelope_bytes, retain=True)
     log.info("manifest_published", deployment=bundle.deployment_id, devices=devices)
@@ -242,7 +226,7 @@ def run_publish(args: argparse.Namespace) -> int:
             args.timeout,
             answer_s=args.answer_timeout,
             force=args.force,
-            share_group=args.share_group,
+            share_group=args.share_group or "",
         )
     finally:
         client.close()
@@ -260,7 +244,7 @@ def run_serve(args: argparse.Namespace) -> int:
     client = connect(args)
     stop = threading.Event()
     server = ChunkServer(
-        client, Topics(args.topic_root), bundles, stop, share_group=args.share_group
+        client, Topics(args.topic_root), bundles, stop, share_group=args.share_group or ""
     )
     server.start()
     log.info(
@@ -329,7 +313,7 @@ def run_rollout(args: argparse.Namespace) -> int:
                 args.timeout,
                 answer_s=args.answer_timeout,
                 force=args.force,
-                share_group=args.share_group,
+                share_group=args.share_group or "",
                 title=name,
             )
             if not args.json:

@@ -99,3 +99,106 @@ def test_served_chunk_frames_are_read_into_place_with_index_digests(
     assert served.chunk_frame(1, 0) is None
     assert served.chunk_frame(0, -1) is None
     served.close()
+
+
+def test_first_chunks_wait_until_every_targeted_device_listens(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """Publish knows its targets: the first window goes out once, when all of them listen."""
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    dep = served.deployment_id
+    seen: list[tuple[FrameKind, int]] = []
+    lock = threading.Lock()
+
+    def on_frame(_topic: str, payload: bytes) -> None:
+        frame = decode_frame(payload)
+        if frame.kind in (FrameKind.CHUNK, FrameKind.INDEX):
+            with lock:
+                seen.append((frame.kind, frame.index))
+
+    def count(kind: FrameKind) -> int:
+        with lock:
+            return sum(1 for k, _ in seen if k is kind)
+
+    def wait_for(kind: FrameKind, n: int) -> None:
+        deadline = time.monotonic() + 5
+        while count(kind) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    watcher = FleetClient(mosquitto.url).connect()
+    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
+    server_client = FleetClient(mosquitto.url).connect()
+    devices = FleetClient(mosquitto.url).connect()
+    stop = threading.Event()
+    waiting = ChunkServer(
+        server_client,
+        TOPICS,
+        [served],
+        stop,
+        expect_devices=["cam-a", "cam-b", "cam-gone"],
+        start_wait_s=1.5,
+    )
+    waiting.start()
+    time.sleep(0.3)  # SUBACKs
+
+    def ask(device: str, listener: int, request: ChunkRequest) -> None:
+        devices.publish(TOPICS.request(device, dep), request.encode())
+
+    try:
+        ask("cam-a", 1, ChunkRequest(chunks=((0, 0),), indexes=(0,), listener=1))
+        wait_for(FrameKind.INDEX, 1)
+        assert count(FrameKind.INDEX) == 1  # the small index is never held back
+        time.sleep(0.3)
+        assert count(FrameKind.CHUNK) == 0  # cam-b and cam-gone have not asked yet
+        ask("cam-b", 2, ChunkRequest(chunks=((0, 0),), listener=2))
+        time.sleep(0.3)
+        assert count(FrameKind.CHUNK) == 0  # cam-gone is targeted too
+        # cam-gone never asks: the wait ends at start_wait_s and chunk 0 goes out once.
+        wait_for(FrameKind.CHUNK, 1)
+        time.sleep(0.3)
+        assert count(FrameKind.CHUNK) == 1
+        assert waiting.stats.resent == 0
+    finally:
+        stop.set()
+        waiting.join()
+        for client in (watcher, server_client, devices):
+            client.close()
+
+
+def test_first_chunks_go_as_soon_as_the_last_targeted_device_asks(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    dep = served.deployment_id
+    chunks: list[int] = []
+    watcher = FleetClient(mosquitto.url).connect()
+    watcher.subscribe(
+        TOPICS.stream(FLEET, dep),
+        lambda _t, p: chunks.append(1) if decode_frame(p).kind is FrameKind.CHUNK else None,
+    )
+    server_client = FleetClient(mosquitto.url).connect()
+    devices = FleetClient(mosquitto.url).connect()
+    stop = threading.Event()
+    server = ChunkServer(
+        server_client, TOPICS, [served], stop, expect_devices=["cam-a", "cam-b"], start_wait_s=60
+    )
+    server.start()
+    time.sleep(0.3)  # SUBACKs
+    try:
+        request = ChunkRequest(chunks=((0, 0), (0, 1)), listener=1)
+        devices.publish(TOPICS.request("cam-a", dep), request.encode())
+        time.sleep(0.5)
+        assert chunks == []
+        devices.publish(TOPICS.request("cam-b", dep), request.encode())
+        deadline = time.monotonic() + 5  # far below the 60 s cap: cam-b's request did it
+        while len(chunks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(chunks) == 2  # each chunk once, for both devices
+    finally:
+        stop.set()
+        server.join()
+        for client in (watcher, server_client, devices):
+            client.close()

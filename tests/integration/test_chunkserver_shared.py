@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.assets import find_asset
+from agent.fleet.cli import build_parser
 from agent.fleet.cli import main as fleet_main
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient, route_of
@@ -57,6 +58,13 @@ def request_counts(log: Path, pids: dict[int, str]) -> Counter[str]:
 def test_shared_subscription_route_is_the_plain_filter() -> None:
     assert route_of("$share/g/ea/v1/d/+/xfer/x/req") == "ea/v1/d/+/xfer/x/req"
     assert route_of("ea/v1/d/+/xfer/x/req") == "ea/v1/d/+/xfer/x/req"
+
+
+def test_serve_publish_and_rollout_parse_without_a_share_group() -> None:
+    for command in ("serve", "publish", "rollout"):
+        argv = [command, "bundle", "--broker", "mqtt://127.0.0.1:1", "--keys", "k"]
+        args = build_parser(argv).parse_args(argv if command == "rollout" else argv[:-2])
+        assert not args.share_group  # no group: a plain subscription, as before
 
 
 def test_bad_share_group_is_refused_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
