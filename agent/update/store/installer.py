@@ -18,7 +18,13 @@ from agent.log import get_logger
 from agent.timeguard import BUILD_FLOOR_WALL_S, read_last_known_good, record_good_time
 from agent.update.engines.builder import ENGINES_DIR, EngineBuilder, engine_stage_step, needs_engine
 from agent.update.store import faults
-from agent.update.store.journal import Journal, LoopBreakError, Phase, SlotJournal
+from agent.update.store.journal import (
+    Journal,
+    LoopBreakError,
+    Phase,
+    SlotJournal,
+    pending_manifest,
+)
 from agent.update.store.lock import InstallLock, locked
 from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
 from agent.update.store.outcome import Figures, InstallResult, space_guard
@@ -27,8 +33,7 @@ from agent.update.store.stagefiles import usable_source
 from agent.update.store.truststore import TrustStore
 from agent.update.trust.manifest import Manifest
 from agent.update.trust.policy import DeviceFacts, Floor, Verdict, channel
-from agent.update.trust.root import Root, release_keys_changed, walk
-from agent.update.trust.state import TrustState
+from agent.update.trust.root import Root
 from agent.update.trust.verify import Verified, verify_manifest
 
 log = get_logger(__name__)
@@ -70,22 +75,7 @@ class Installer:
     @locked
     def apply_roots(self, chain: list[bytes], now_s: float | None = None) -> Root:
         """Walk root rotations N→N+1…; persist the result (floors reset if release keys changed)."""
-        trusted = self.trust.load_root()
-        state = self.trust.load_state()
-        if not chain:
-            return trusted
-        now = self.clock.wall_s() if now_s is None else now_s
-        new = walk(trusted, chain, now)
-        self.trust.save_root(new)
-        if release_keys_changed(trusted, new):
-            # Fast-forward recovery: floors set under the old release keys may be inflated.
-            kept = {c: Floor(0, "", f.release) for c, f in state.floors.items()}
-            self.trust.save_state(TrustState(floors=kept, failed=state.failed))
-            log.warning("floors_reset", root_version=new.version)
-        else:
-            self.trust.save_state(state)
-        log.info("root_rotated", old=trusted.version, new=new.version)
-        return new
+        return self.trust.apply_chain(chain, self.clock.wall_s() if now_s is None else now_s)
 
     def trusted_floor_s(self) -> float:
         return max(BUILD_FLOOR_WALL_S, read_last_known_good(self.state_dir) or 0.0)
@@ -330,21 +320,6 @@ class Installer:
 
     # --- recovery and operator rollback -----------------------------------------------
 
-    def _pending_manifest(self, slot: str) -> Manifest | None:
-        from agent.update.trust.envelope import parse_envelope  # noqa: PLC0415 - only on recovery
-        from agent.update.trust.manifest import parse_manifest  # noqa: PLC0415 - only on recovery
-
-        data = self.journal.pending(slot)
-        if data is None:
-            return None
-        try:
-            envelope = parse_envelope(data, len(data), "pending manifest")
-            self.trust.load_root().require(envelope, "release")
-            return parse_manifest(envelope.payload)
-        except UpdateError as exc:
-            log.warning("pending_manifest_invalid", slot=slot, error=str(exc))
-            return None
-
     @locked
     def recover(self) -> list[InstallResult]:
         """Start-up: prune leftovers, then settle every slot whose journal is mid-deployment."""
@@ -358,7 +333,7 @@ class Installer:
             if entry.phase is Phase.COMMITTED:
                 self._finish(slot)
                 continue
-            manifest = self._pending_manifest(slot)
+            manifest = pending_manifest(self.journal, self.trust, slot)
             if manifest is None:
                 results.append(self._abandon(entry))
                 continue

@@ -13,10 +13,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.errors import UpdateError
 from agent.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_temps
 from agent.log import get_logger
 from agent.update.store.models import ModelStore
 from agent.update.store.truststore import TrustStore
+from agent.update.trust.envelope import parse_envelope
+from agent.update.trust.manifest import Manifest, parse_manifest
 
 log = get_logger(__name__)
 DEFAULT_MAX_TRANSITIONS = 28
@@ -157,3 +160,17 @@ def read_status(state_dir: Path, provisioned_root: Path | None = None) -> dict[s
         }
     trust = TrustStore(state_dir, provisioned_root or state_dir / "trust" / "root.json")
     return {"slots": slots, "trust": {"root_version": trust.root_version()}}
+
+
+def pending_manifest(journal: Journal, trust: TrustStore, slot: str) -> Manifest | None:
+    """The manifest a mid-deployment slot was installing, re-checked against the trusted root."""
+    data = journal.pending(slot)
+    if data is None:
+        return None
+    try:
+        envelope = parse_envelope(data, len(data), "pending manifest")
+        trust.load_root().require(envelope, "release")
+        return parse_manifest(envelope.payload)
+    except UpdateError as exc:
+        log.warning("pending_manifest_invalid", slot=slot, error=str(exc))
+        return None

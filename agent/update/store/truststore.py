@@ -11,7 +11,8 @@ from pathlib import Path
 from agent.errors import Reason, VerificationError
 from agent.fsutil import atomic_write_bytes, atomic_write_json
 from agent.log import get_logger
-from agent.update.trust.root import Root, load_root_bytes
+from agent.update.trust.policy import Floor
+from agent.update.trust.root import Root, load_root_bytes, release_keys_changed, walk
 from agent.update.trust.state import TrustState, parse_state
 
 log = get_logger(__name__)
@@ -81,3 +82,21 @@ class TrustStore:
             return self.load_root().version
         except VerificationError:
             return None
+
+    def apply_chain(self, chain: list[bytes], now_s: float) -> Root:
+        """Walk root rotations N→N+1…; persist the result (floors reset if release keys changed)."""
+        trusted = self.load_root()
+        state = self.load_state()
+        if not chain:
+            return trusted
+        new = walk(trusted, chain, now_s)
+        self.save_root(new)
+        if release_keys_changed(trusted, new):
+            # Fast-forward recovery: floors set under the old release keys may be inflated.
+            kept = {c: Floor(0, "", f.release) for c, f in state.floors.items()}
+            self.save_state(TrustState(floors=kept, failed=state.failed))
+            log.warning("floors_reset", root_version=new.version)
+        else:
+            self.save_state(state)
+        log.info("root_rotated", old=trusted.version, new=new.version)
+        return new
