@@ -20,7 +20,7 @@ from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig
 from agent.config.desired import reverted
-from agent.daemon import instance
+from agent.daemon import extras, instance
 from agent.daemon.config_trial import ConfigTrial, TrialWatch
 from agent.daemon.control import ControlServer
 from agent.daemon.notify import notify, watchdog_interval_s
@@ -141,15 +141,8 @@ class Supervisor:
         for op, handler in build_command_handlers(self).items():
             self.commands.register(op, handler)
         self.link.subscribe(self.topics.cmd_filter, self.commands.on_message)
-        if cfg.mqtt.homeassistant.enabled:  # Home Assistant discovery (issue 20, docs/mqtt.md)
-            from agent.update.store.journal import read_status  # noqa: PLC0415 - when enabled
-            from agent.uplink.homeassistant import start_homeassistant  # noqa: PLC0415
-
-            stop = start_homeassistant(
-                cfg, self.topics, self.outbox, self.link, stop=self.stop_event,
-                update_state=lambda: read_status(self.state_dir)["slots"],
-            )  # fmt: skip
-            self._stops.append(("homeassistant", stop))
+        if (ha_stop := extras.start_homeassistant(self)) is not None:
+            self._stops.append(("homeassistant", ha_stop))
         self.link.start()
         self._stops.append(("link", self.link.stop))
 
@@ -157,12 +150,9 @@ class Supervisor:
         publisher.start()
         self._stops.append(("publisher", publisher.stop))
 
-        sink = self._sink()
-        if cfg.web.enabled:  # the technician's live view (issue 20 item 2, docs/liveview.md)
-            from agent.daemon.liveview import start_live_view  # noqa: PLC0415 - when enabled
-
-            view, sink = start_live_view(self, sink)  # reads self.pipeline when asked
-            self._stops.append(("web", view.stop))
+        sink, web_stop = extras.start_live_view(self, self._sink())
+        if web_stop is not None:
+            self._stops.append(("web", web_stop))
         self.pipeline = self._factory(cfg, sink, self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))
