@@ -98,3 +98,22 @@ class TelemetryConfig(StrictModel):
     drift_rate_limit: float = Field(
         default=0.5, gt=0, description="Relative change of detections per event that alarms."
     )
+    # The latest snapshot as a raw JPEG on <base>/snapshot/<camera> (Home Assistant's image
+    # entity, the console): published when Home Assistant discovery is on or an interval is set.
+    snapshot_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Publish each camera's snapshot this often; 0: only on the snapshot command.",
+    )
+    snapshot_max_width_px: int = Field(
+        default=640, ge=64, le=1920, description="Published snapshots wider are scaled down."
+    )
+    snapshot_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="JPEG budget of a published snapshot (keep it under the broker's limit).",
+    )
+    snapshot_quality: int = Field(
+        default=75, ge=10, le=95, description="JPEG quality of published snapshots (first try)."
+    )

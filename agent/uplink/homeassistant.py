@@ -11,6 +11,9 @@ Entities read the agent's existing topics, nothing is published twice:
 - a binary sensor per configured label from ``e/detection``: on when an event carries the
   label, off ``presence_off_s`` after the last one (Home Assistant's ``off_delay``; an event
   without the label renders nothing, which Home Assistant ignores);
+- an ``image`` entity per camera on ``<root>/d/<dev>/snapshot/<camera>`` (raw JPEG,
+  published by ``agent.uplink.snapshots``: on the ``snapshot`` command and every
+  ``telemetry.snapshot_interval_s``);
 - an ``update`` entity per model slot on ``<root>/d/<dev>/ha/update/<slot>`` (retained
   ``{"installed_version", "latest_version", "title"}``, the manifest versions from the
   update store), re-read every ``refresh_s``.
@@ -35,6 +38,7 @@ from agent.log import get_logger
 from agent.uplink.classes import MsgClass, OutMessage
 from agent.uplink.link import Link
 from agent.uplink.outbox import Outbox
+from agent.uplink.snapshots import snapshot_topic
 from agent.uplink.topics import Topics
 
 log = get_logger(__name__)
@@ -158,6 +162,15 @@ def discovery(config: AgentConfig, topics: Topics, slots: list[str]) -> dict[str
             payload_off="OFF",
             off_delay=ha.presence_off_s,
             device_class="occupancy",
+        )
+    for camera in config.cameras:
+        # Raw JPEG bytes on image_topic (no image_encoding: not base64); see snapshots.py.
+        add(
+            "image",
+            f"snapshot_{camera.name}",
+            f"{camera.name} snapshot",
+            image_topic=snapshot_topic(topics, camera.name),
+            content_type="image/jpeg",
         )
     for slot in slots:
         add(

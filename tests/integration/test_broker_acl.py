@@ -134,6 +134,8 @@ def test_device_confined_to_its_own_topics(secured: MosquittoBroker) -> None:
             (d("cam-a", "a/camera_down"), b"{}", True),
             (d("cam-a", "op/ping/c1"), b'{"status":"successful"}', True),
             (d("cam-a", "xfer/dep-1/req"), b"{}", False),
+            (d("cam-a", "snapshot/door"), b"\xff\xd8jpeg", True),
+            (d("cam-a", "ha/update/detector"), b"{}", True),
         ]:
             assert a.publish(topic, payload, retain=retain) == 0, topic
             assert ops.wait(topic), f"normal traffic {topic} did not arrive"

@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
 
@@ -19,7 +21,7 @@ jinja2 = pytest.importorskip("jinja2", reason="renders the templates as Home Ass
 pytestmark = pytest.mark.broker
 
 CONFIG_TOPIC = re.compile(
-    r"^homeassistant/(sensor|binary_sensor|update)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$"
+    r"^homeassistant/(sensor|binary_sensor|update|image)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$"
 )
 BASE = "ea/v1/d/cam-001"
 
@@ -57,6 +59,7 @@ socket_path = "{tmp_path / "ctl.sock"}"
 [telemetry]
 stats_interval_s = 0.5
 health_interval_s = 0.2
+snapshot_max_width_px = 320
 [outbox]
 batch_interval_s = 0.05
 [[cameras]]
@@ -81,7 +84,7 @@ threshold = 0.5
         def configs() -> dict[str, dict]:
             return {t: json.loads(p) for t, p, _r in list(ha.messages) if t.endswith("/config")}
 
-        assert ha.wait_for(lambda: len(configs()) == 8, 20), sorted(configs())
+        assert ha.wait_for(lambda: len(configs()) == 9, 20), sorted(configs())
         assert dev.wait_for(
             lambda: (
                 dev.on(f"{BASE}/m/stats")
@@ -96,6 +99,7 @@ threshold = 0.5
         assert kinds == [
             "binary_sensor:present_face",
             "binary_sensor:present_person",
+            "image:snapshot_door",
             "sensor:fps_door",
             "sensor:health",
             "sensor:inference_ms_detector",
@@ -116,7 +120,7 @@ threshold = 0.5
         for topic, doc in found.items():
             assert CONFIG_TOPIC.match(topic), topic
             assert topic.split("/")[2] == "cam-001"  # node_id: the device id
-            assert doc["state_topic"].startswith(BASE + "/")
+            assert doc.get("state_topic", doc.get("image_topic")).startswith(BASE + "/")
             assert doc["device"]["identifiers"] == ["edge_agent_cam-001"]
             assert doc["device"]["name"] == "cam-001"
             assert doc["origin"]["name"] == "edge-agent"
@@ -156,6 +160,41 @@ threshold = 0.5
             "latest_version": "shipped",
             "title": "detector model",
         }
+
+        # The image entity (Home Assistant's MQTT image schema: image_topic, not url_topic,
+        # raw bytes as no image_encoding is given) shows the snapshot a command asks for.
+        image = entity("image", "snapshot_door")
+        assert image["image_topic"] == f"{BASE}/snapshot/door"
+        assert image["content_type"] == "image/jpeg"
+        assert "url_topic" not in image
+        assert "image_encoding" not in image
+        assert "state_topic" not in image
+        assert not dev.on(f"{BASE}/snapshot/door")  # no interval: only on the command
+        mqtt_publish.single(
+            f"{BASE}/cmd/snapshot/s1", "{}", qos=1, hostname="127.0.0.1", port=mosquitto.port
+        )
+        assert dev.wait_for(lambda: dev.on(f"{BASE}/snapshot/door"), 10), "no snapshot image"
+        jpeg = dev.on(f"{BASE}/snapshot/door")[-1]
+        assert len(jpeg) <= 64 * 1024
+        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture is not None
+        assert picture.shape == (240, 320, 3)  # the 640x480 clip at snapshot_max_width_px
+        assert dev.wait_for(
+            lambda: any(
+                json.loads(p).get("status") == "successful"
+                for p in dev.on(f"{BASE}/op/snapshot/s1")
+            ),
+            10,
+        )
+        op = json.loads(dev.on(f"{BASE}/op/snapshot/s1")[-1])
+        assert op["result"]["image_topic"] == f"{BASE}/snapshot/door"
+        # Retained: Home Assistant starting later gets the latest image at once.
+        late_img = Recorder(mosquitto.url, f"{BASE}/snapshot/#", client_id="late-img")
+        try:
+            assert late_img.wait_for(lambda: late_img.on(f"{BASE}/snapshot/door"), 5)
+            assert [r for t, _p, r in late_img.messages] == [True]
+        finally:
+            late_img.close()
 
         # Home Assistant restarting announces itself: the configs come again, live.
         before = len(ha.messages)
