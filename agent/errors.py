@@ -56,6 +56,8 @@ class Reason(str, enum.Enum):
     UNSAFE_PATH = "unsafe_path"  # a socket path that would replace a file that is not ours
     NOT_ALLOWED = "not_allowed"  # a remote config key off the allow-list
     INSTALL_BUSY = "install_busy"  # another install/rollback holds the install lock
+    # A slot manifest of a release set that does not match its sibling slots (issue 18.9).
+    RELEASE_MISMATCH = "release_mismatch"
 
     def __str__(self) -> str:
         return self.value

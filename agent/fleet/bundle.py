@@ -15,11 +15,18 @@ from typing import Any
 from agent.errors import CommandError, Reason
 from agent.fleet.golden import add_trial_args, with_trial
 from agent.fleet.keys import signers_for
+from agent.fleet.releasebind import bind_release_set, write_siblings
 from agent.fsutil import atomic_write_bytes, sha256_file
 from agent.update.store.bundle import CHUNK_INDEX_FILE, MANIFEST_FILE, ROOTS_DIR, build_chunk_index
 from agent.update.store.truststore import load_root_file
 from agent.update.trust.envelope import canonical_bytes, sign_envelope
-from agent.update.trust.manifest import MANIFEST_PAYLOAD_TYPE, SAFE_NAME_RE, check_https_url
+from agent.update.trust.manifest import (
+    MANIFEST_PAYLOAD_TYPE,
+    MAX_CHUNK,
+    MIN_CHUNK,
+    SAFE_NAME_RE,
+    check_https_url,
+)
 from agent.update.trust.root import Root, format_time
 
 DAY_S = 86400
@@ -51,6 +58,10 @@ class BundleSpec:
     mqtt_fallback: bool = True
     # The manifest's ``trial`` section (golden cases, shadow thresholds); empty: none.
     trial: Mapping[str, Any] = field(default_factory=dict)
+    # Bundles of other slots released together with this one (releasebind.py), and the
+    # release set's number (0: this bundle's release).
+    siblings: Sequence[Path] = ()
+    release_set: int = 0
 
 
 def _https_block(spec: BundleSpec) -> dict[str, Any] | None:
@@ -123,6 +134,7 @@ def create_bundle(
     if bad or len(set(names)) != len(names):
         raise CommandError(Reason.BAD_NAME, f"bundle file names must be unique and safe: {bad}")
     _https_block(spec)  # refuse a bad URL before anything is written
+    require_chunk_size(spec.chunk_size)
     require_inputs(spec.model, files)
     root = load_root_file(keys_dir / "root.json")
     created = not out_dir.exists()
@@ -133,6 +145,17 @@ def create_bundle(
         if created:  # nothing half-written left behind
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+
+
+def require_chunk_size(chunk_size: int) -> None:
+    """Devices refuse a manifest whose chunk size is out of range (``malformed``): so do we."""
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+        raise CommandError(
+            Reason.MALFORMED,
+            f"--chunk-size must be {MIN_CHUNK}..{MAX_CHUNK} bytes (devices refuse "
+            f"{chunk_size}); got {chunk_size}",
+            chunk_size=chunk_size,
+        )
 
 
 def require_inputs(model: Path, files: Sequence[Path]) -> None:
@@ -160,6 +183,8 @@ def _write_bundle(
     atomic_write_bytes(out_dir / CHUNK_INDEX_FILE, index)
     now = time.time() if now_s is None else now_s
     doc = manifest_document(spec, root.version, now, index)
+    release = spec.release_set or spec.release
+    siblings = bind_release_set(doc, spec.siblings, release, root) if spec.siblings else []
     signers = signers_for(keys_dir, root, "release")
     if spec.downgrade:
         signers += signers_for(keys_dir, root, "downgrade")
@@ -171,6 +196,7 @@ def _write_bundle(
                 (out_dir / ROOTS_DIR).mkdir(exist_ok=True)
                 shutil.copyfile(path, out_dir / ROOTS_DIR / path.name)
     atomic_write_bytes(out_dir / MANIFEST_FILE, envelope.to_bytes())
+    write_siblings(siblings, keys_dir, root)
     return out_dir / MANIFEST_FILE
 
 
@@ -219,6 +245,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="with --https-url: no MQTT chunk fallback (a failed HTTPS fetch fails the update)",
     )
+    create.add_argument(
+        "--sibling",
+        dest="siblings",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="bundle of another slot released together with this one: both manifests get "
+        "one signed release set (the sibling is re-signed), so devices never mix slots "
+        "across releases",
+    )
+    create.add_argument(
+        "--release-set",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --sibling: the release set's number (default: --release)",
+    )
     add_trial_args(create)
     create.add_argument("--keys", type=Path, required=True, metavar="DIR")
     create.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -229,6 +273,8 @@ def run_create(args: argparse.Namespace) -> int:
     require_inputs(args.model, [args.model, *args.files])
     if args.https_only and not args.https_url:
         raise CommandError(Reason.MALFORMED, "--https-only needs --https-url")
+    if args.release_set and not args.siblings:
+        raise CommandError(Reason.MALFORMED, "--release-set needs --sibling")
     health_raw = _pairs(args.health, "--health")
     unknown = sorted(set(health_raw) - set(HEALTH_KEYS))
     if unknown or not all(v.isdigit() for v in health_raw.values()):
@@ -250,6 +296,8 @@ def run_create(args: argparse.Namespace) -> int:
         backend=args.backend,
         https_url=args.https_url,
         mqtt_fallback=not args.https_only,
+        siblings=args.siblings,
+        release_set=args.release_set,
     )
     spec = with_trial(spec, args)  # golden cases computed with this model, printed for review
     path = create_bundle(spec, args.keys, args.out)

@@ -29,6 +29,7 @@ from agent.update.store.lock import InstallLock, locked
 from agent.update.store.models import FreeBytes, ModelStore, disk_free_bytes
 from agent.update.store.outcome import Figures, InstallResult, space_guard
 from agent.update.store.probe import HealthProbe, golden_on_staged
+from agent.update.store.releasecheck import require_release_set
 from agent.update.store.stagefiles import usable_source
 from agent.update.store.truststore import TrustStore
 from agent.update.trust.manifest import Manifest
@@ -105,6 +106,7 @@ class Installer:
                     "this bundle already failed its trial; publish a newer one",
                 )
             return verified
+        require_release_set(self.store, self.journal, verified)  # issue 18.9, before the floor
         old = state.floors.get(chan)
         floor = Floor(manifest.manifest_version, verified.bundle_sha, old.release if old else 0)
         with space_guard():  # atomic writes: a failure leaves the old files in place
@@ -135,6 +137,7 @@ class Installer:
         if entry.phase not in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK):
             self.recover()  # finish the interrupted deployment before starting another
             entry = self.journal.load(slot)
+        require_release_set(self.store, self.journal, verified)  # siblings may have moved on
         with space_guard():
             self.journal.save_pending(slot, verified.envelope_bytes)
             entry = self.journal.save(

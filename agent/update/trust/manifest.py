@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from agent.errors import Reason, VerificationError
 from agent.update.trust.envelope import strict_loads
+from agent.update.trust.releaseset import ReleaseSet, member_digest, parse_release_set
 from agent.update.trust.root import SPEC_MAJOR, parse_time, positive_int
 from agent.update.trust.trialspec import TrialSpec, parse_trial
 
@@ -90,6 +91,8 @@ class Manifest:
     https: HttpsSource | None = None
     # Golden cases run before activation and the shadow trial's thresholds (trialspec.py).
     trial: TrialSpec = field(default_factory=TrialSpec)
+    # Slots released together (releaseset.py); None for a manifest that stands alone.
+    release_set: ReleaseSet | None = None
 
     @property
     def total_length(self) -> int:
@@ -260,6 +263,9 @@ def _parse(payload: bytes) -> Manifest:
         health=_health(doc.get("health")),
         https=_https(transfer.get("https")),
         trial=parse_trial(doc.get("trial"), {f.name: f.length for f in files}, model_file),
+        release_set=parse_release_set(
+            doc.get("release_set"), str(targets.get("slot")), member_digest(doc)
+        ),
     )
 
 
