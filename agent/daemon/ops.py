@@ -10,6 +10,7 @@ import numpy.typing as npt
 from agent.daemon.local_update import build_update_handlers
 from agent.daemon.remote_config import persist_desired, validate_desired
 from agent.errors import CommandError, Reason
+from agent.update.store.commandgate import CommandGate
 from agent.update.store.localbundle import install_from_dir
 from agent.uplink.commands import Handler, require
 from agent.uplink.snapshot import encode_bounded
@@ -80,6 +81,10 @@ def build_command_handlers(sup: Supervisor) -> dict[str, Handler]:
         return {"restarting": True}
 
     def config(req: dict[str, Any]) -> dict[str, Any]:
+        if sup.installer is not None:  # a fleet root with a command role: signed only (18.1 c)
+            device = sup.config.device
+            gate = CommandGate(sup.installer.trust, device.id, device.fleet)
+            req = gate.admit("config", req, sup.clock.wall_s())
         layer, loaded = validate_desired(sup.loaded, sup.state_dir, req)
         result = persist_desired(sup.loaded, sup.state_dir, layer, loaded, sup.clock.wall_s())
         if result["restarting"]:

@@ -131,6 +131,9 @@ def rotate_root(
             if missing:
                 raise CommandError(Reason.MALFORMED, f"private keys of role {name} are missing")
             role_keys[name] = [have[k] for k in sorted(role.keyids)]
+    for name in sorted(wanted - set(old.roles)):  # a role root N did not have (e.g. command)
+        new_thresholds.setdefault(name, 1)
+        role_keys[name] = [crypto.generate_key() for _ in range(new_thresholds[name])]
     if "root" in wanted and "downgrade" not in wanted and "downgrade" in role_keys:
         role_keys["downgrade"] = role_keys["root"]  # downgrade stays with the root keys
     for name in sorted(wanted):

@@ -18,6 +18,7 @@ from agent.fleet.keys import signers_for
 from agent.update.store.truststore import load_root_file
 from agent.update.transfer.heartbeat import Latest, make_heartbeat
 from agent.update.transfer.wire import Topics
+from agent.update.trust.command import make_command
 
 DAY_S = 86400
 
@@ -106,6 +107,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         body = json.loads(args.payload) if args.payload else {}
     except ValueError as exc:
         raise CommandError(Reason.MALFORMED, f"payload is not JSON: {exc}") from exc
+    if args.sign is not None:
+        body = signed_body(args, body)
     topics = Topics(args.topic_root)
     cmd_id = uuid.uuid4().hex[:12]
     done = threading.Event()
@@ -146,6 +149,27 @@ def run_cmd(args: argparse.Namespace) -> int:
     return 0 if finished and last.get("status") == "successful" else 1
 
 
+def signed_body(args: argparse.Namespace, body: Any) -> dict[str, Any]:
+    """``{"signed": envelope}``: the command role's signatures over op, device, fleet, body."""
+    if not isinstance(body, dict):
+        raise CommandError(Reason.MALFORMED, "a signed command's payload must be a JSON object")
+    root = load_root_file(args.sign / "root.json")
+    signers = signers_for(args.sign, root, "command") if "command" in root.roles else []
+    if not signers:
+        raise CommandError(Reason.UNSIGNED, f"no command key in {args.sign}")
+    now = time.time()
+    signed = make_command(
+        op=args.op,
+        device=args.device,
+        fleet=args.fleet,
+        sequence=int(now * 1000),  # above every earlier one: the operator keeps no counter
+        expires_s=now + args.sign_expires_in,
+        request=body,
+        keys=signers,
+    )
+    return {"signed": signed}
+
+
 def _seen(client: Any, root: str, device: str) -> str:
     """Where a silent device stands, from its retained topics: last seen, offline, unknown."""
     entry = collect(client, root, 0.5, device=device).get(device)
@@ -180,5 +204,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd.add_argument("payload", nargs="?", default="", metavar="JSON")
     cmd.add_argument("--timeout", type=float, default=60.0)
     cmd.add_argument("--json", action="store_true")
+    cmd.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEYS_DIR",
+        help="sign the request with the root's command role (required by fleets whose root "
+        "has one, for config)",
+    )
+    cmd.add_argument("--fleet", default="default", help="with --sign: the device's fleet")
+    cmd.add_argument(
+        "--sign-expires-in", type=float, default=300.0, metavar="S", help="with --sign"
+    )
     add_broker_args(cmd)
     cmd.set_defaults(func=run_cmd)

@@ -20,7 +20,8 @@ SPEC_MAJOR = "1"
 MAX_ROOT_BYTES = 512 * 1024
 MAX_ROOT_HOPS = 32
 REQUIRED_ROLES = ("root", "release", "heartbeat")
-KNOWN_ROLES = (*REQUIRED_ROLES, "downgrade")
+# "command": optional; a root that lists it makes devices require signed config commands.
+KNOWN_ROLES = (*REQUIRED_ROLES, "downgrade", "command")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
