@@ -28,6 +28,7 @@ from agent.errors import AgentError
 from agent.fleet.console.actions import COMMAND_OPS, Actions, list_bundles
 from agent.fleet.console.auth import COOKIE, Session, Sessions
 from agent.fleet.console.series import CHARTS
+from agent.fleet.console.snapshots import LatestImages
 from agent.fleet.console.state import FleetState
 from agent.fleet.console.views import STATUS_FILTERS, fleets, select, table_row
 
@@ -42,6 +43,7 @@ class Console:
     sessions: Sessions
     broker: str
     allowed_hosts: list[str]
+    images: LatestImages | None = None  # the devices' published snapshots
 
 
 def build_app(console: Console) -> Starlette:
@@ -137,6 +139,7 @@ def build_app(console: Console) -> Starlette:
             (k for k, v in ops if k.startswith("snapshot/") and v.get("status") == "successful"),
             None,
         )
+        image = console.images.get(device) if console.images is not None else None
         return {
             "device": device,
             "known": entry is not None,
@@ -145,6 +148,14 @@ def build_app(console: Console) -> Starlette:
             "alarms": (entry or {}).get("alarms", {}),
             "ops": ops[:20],
             "snapshot": snapshot.split("/", 1)[1] if snapshot else None,
+            "image": None
+            if image is None
+            else {
+                "camera": image.camera,
+                "seq": image.seq,
+                "bytes": len(image.jpeg),
+                "received": time.strftime("%H:%M:%S", time.localtime(image.received_at)),
+            },
             "stats": console.state.last_stats(device),
             "commands": COMMAND_OPS,
         }
@@ -176,6 +187,16 @@ def build_app(console: Console) -> Starlette:
         if not data:
             return Response("no snapshot", status_code=404)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @guarded
+    async def published_image(request: Request, _session: Session) -> Response:
+        device = request.path_params["device"]
+        image = console.images.get(device) if console.images is not None else None
+        if image is None:
+            return Response("no snapshot published", status_code=404)
+        # The URL carries the image's seq (?v=): a new image is a new URL, so caching is safe.
+        headers = {"Cache-Control": "private, max-age=3600", "X-Camera": image.camera}
+        return Response(image.jpeg, media_type="image/jpeg", headers=headers)
 
     def deployments_context() -> dict[str, Any]:
         rollouts = console.actions.deployments.views()
@@ -262,6 +283,7 @@ def build_app(console: Console) -> Starlette:
         Route("/fragment/device/{device}", device_fragment),
         Route("/api/device/{device}/charts", charts_api),
         Route("/snapshot/{device}/{cmd_id}.jpg", snapshot_image),
+        Route("/device/{device}/snapshot.jpg", published_image),
         Route("/deployments", deployments_page),
         Route("/fragment/deployments", deployments_fragment),
         Route("/api/deployments", deployments_api),

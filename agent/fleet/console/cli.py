@@ -58,6 +58,7 @@ def run_console(args: argparse.Namespace) -> int:
         ) from exc
     from agent.fleet.console.auth import PasswordCheck, Sessions, is_loopback  # noqa: PLC0415
     from agent.fleet.console.rollouts import Deployments  # noqa: PLC0415
+    from agent.fleet.console.snapshots import LatestImages  # noqa: PLC0415
     from agent.fleet.console.state import FleetState  # noqa: PLC0415
 
     host, port = parse_listen(args.listen)
@@ -74,6 +75,8 @@ def run_console(args: argparse.Namespace) -> int:
     state = FleetState(args.topic_root, window_s=args.history)
     for topic_filter in state.filters():
         client.subscribe(topic_filter, state.on_message)
+    images = LatestImages(args.topic_root)
+    client.subscribe(images.filter(), images.on_message)
     deployments = Deployments(client, topics, answer_s=args.answer_timeout)
     console = Console(
         state=state,
@@ -81,6 +84,7 @@ def run_console(args: argparse.Namespace) -> int:
         sessions=Sessions(PasswordCheck.of(password) if password else None),
         broker=client.url,
         allowed_hosts=LOOPBACK_HOSTS if loopback else (args.allowed_host or ["*"]),
+        images=images,
     )
     config = uvicorn.Config(
         build_app(console),
