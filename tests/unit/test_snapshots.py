@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.config.allowlist import remote_issues
 from agent.config.root import AgentConfig
 from agent.errors import CommandError
 from agent.events.types import Detection, DetectionEvent
@@ -146,3 +147,9 @@ def test_home_assistant_image_entity_per_camera() -> None:
     # HA's image schema: exactly one of image_topic / url_topic; content_type not with url_topic.
     assert "url_topic" not in image
     assert "image_encoding" not in image
+
+
+def test_remote_config_cannot_turn_snapshot_publishing_on() -> None:
+    tree = {"telemetry": {"stats_interval_s": 5, "snapshot_interval_s": 1}}
+    issues = remote_issues(tree, {}, "mqtt:config v2")
+    assert [i.key_path for i in issues] == ["telemetry.snapshot_interval_s"]
