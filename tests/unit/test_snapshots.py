@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
+from agent.clock import SystemClock
 from agent.config.allowlist import remote_issues
 from agent.config.root import AgentConfig
+from agent.config.uplink import OutboxConfig
 from agent.errors import CommandError
 from agent.events.types import Detection, DetectionEvent
 from agent.uplink.classes import MsgClass, OutMessage
 from agent.uplink.homeassistant import discovery
+from agent.uplink.outbox_store import OutboxStore
 from agent.uplink.snapshots import EVENT_FRESH_S, SnapshotPublisher, enabled, render
 from agent.uplink.topics import Topics
 
@@ -153,3 +157,20 @@ def test_remote_config_cannot_turn_snapshot_publishing_on() -> None:
     tree = {"telemetry": {"stats_interval_s": 5, "snapshot_interval_s": 1}}
     issues = remote_issues(tree, {}, "mqtt:config v2")
     assert [i.key_path for i in issues] == ["telemetry.snapshot_interval_s"]
+
+
+def test_an_outage_queues_one_image_per_camera(tmp_path: Path) -> None:
+    """Retained stats messages: each new image supersedes the undelivered one (real SQLite)."""
+    store = OutboxStore(tmp_path / "outbox.db", OutboxConfig(), SystemClock(), "ea/v1/d/x/e/dc")
+    stop = threading.Event()
+    pub, sent = make(config(), {"door": frame(), "yard": frame()}, NOW, stop)
+    for camera in ("door", "yard", "door", "door", "yard"):
+        pub.publish(camera)
+        store.insert_batch(sent[-1:])
+    rows = store.next_rows(above_id=0, up_to_id=None, exclude=set(), limit=10)
+    assert sorted(r.topic for r in rows) == [
+        "ea/v1/d/cam-001/snapshot/door",
+        "ea/v1/d/cam-001/snapshot/yard",
+    ]
+    assert store.snapshot()["superseded"] == 3
+    store.close()
