@@ -63,7 +63,7 @@ def start_snapshots(
 ) -> tuple[EventSink, Callable[[], None] | None]:
     """Snapshots as raw JPEGs on ``<base>/snapshot/<camera>`` (docs/mqtt.md), when Home
     Assistant discovery or ``telemetry.snapshot_interval_s`` asks for them."""
-    from agent.uplink import snapshots  # noqa: PLC0415 - when enabled
+    from agent.uplink import snapshots  # noqa: PLC0415 - optional parts load here
 
     if not snapshots.enabled(sup.config):
         return sink, None
