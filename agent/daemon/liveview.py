@@ -33,42 +33,25 @@ from agent.daemon.ops import FrameSource, run_diag
 from agent.events.types import DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.update.store.journal import read_status
+from agent.uplink.snapshots import LatestEvents, draw_boxes, fresh
 
 if TYPE_CHECKING:
     from agent.daemon.supervisor import Supervisor
 
 log = get_logger(__name__)
 USER = "technician"
-BOX_BGR = (0, 255, 0)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
-EVENT_FRESH_S = 2.0  # boxes older than this are not drawn on a newer frame
 
 
 def draw(frame: npt.NDArray[np.uint8], event: DetectionEvent | None, max_width: int) -> Any:
     """The frame with the event's boxes and labels drawn, scaled to ``max_width``."""
     import cv2  # noqa: PLC0415 - OpenCV comes with the inference extras, not the base install
 
-    image: Any = frame.copy()
-    for det in event.detections if event is not None else ():
-        x1, y1, x2, y2 = (round(v) for v in det.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), BOX_BGR, 3)
-        text = f"{det.label} {det.score:.2f}"
-        cv2.putText(image, text, (x1, max(14, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, BOX_BGR, 2)
+    image = draw_boxes(frame, event)
     height, width = image.shape[:2]
     if width > max_width:
         image = cv2.resize(image, (max_width, int(height * max_width / width)))
     return image
-
-
-def fresh(event: DetectionEvent | None, now_s: float) -> DetectionEvent | None:
-    """The event if its boxes still belong on the newest frame.
-
-    Events come only when something is detected, so the last one stays after the object
-    has gone: older than ``EVENT_FRESH_S`` it is not drawn.
-    """
-    if event is None or now_s - event.ts > EVENT_FRESH_S:
-        return None
-    return event
 
 
 def basic_auth_ok(header: str | None, digest: bytes) -> bool:
@@ -94,8 +77,7 @@ class LiveView:
     def __init__(self, sup: Supervisor) -> None:
         self._sup = sup
         self._cfg = sup.config.web
-        self._events: dict[str, DetectionEvent] = {}
-        self._lock = threading.Lock()
+        self._events = LatestEvents()
         secret = resolve_secret(self._cfg.password, "web.password")
         self._digest = hashlib.sha256(f"{USER}:{secret}".encode()).digest() if secret else None
         host, port = split_listen(self._cfg.listen)
@@ -110,13 +92,7 @@ class LiveView:
 
     def tap(self, sink: EventSink) -> EventSink:
         """``sink`` that also keeps each camera's latest event for the boxes."""
-
-        def tapped(event: DetectionEvent) -> None:
-            with self._lock:
-                self._events[event.camera] = event
-            sink(event)
-
-        return tapped
+        return self._events.tap(sink)
 
     def start(self) -> None:
         self._thread.start()
@@ -139,8 +115,7 @@ class LiveView:
             return None
         import cv2  # noqa: PLC0415
 
-        with self._lock:
-            event = self._events.get(camera)
+        event = self._events.get(camera)
         image = draw(frame, fresh(event, self._sup.clock.wall_s()), self._cfg.max_width)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._cfg.quality])
         return (data.tobytes(), len(event.detections) if event else 0) if ok else None

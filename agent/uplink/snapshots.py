@@ -64,6 +64,42 @@ def fresh(event: DetectionEvent | None, now_s: float) -> DetectionEvent | None:
     return event
 
 
+def draw_boxes(frame: npt.NDArray[np.uint8], event: DetectionEvent | None) -> Any:
+    """A copy of the frame with the event's boxes and labels drawn (also the live view's)."""
+    import cv2  # noqa: PLC0415 - OpenCV comes with the inference extras
+
+    image: Any = frame.copy()
+    for det in event.detections if event is not None else ():
+        x1, y1, x2, y2 = (round(v) for v in det.box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), BOX_BGR, 3)
+        text = f"{det.label} {det.score:.2f}"
+        cv2.putText(image, text, (x1, max(14, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, BOX_BGR, 2)
+    return image
+
+
+class LatestEvents:
+    """Each camera's latest detection event, kept by tapping the event sink (for the boxes;
+    also the live view's)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, DetectionEvent] = {}
+        self._lock = threading.Lock()
+
+    def tap(self, sink: EventSink) -> EventSink:
+        """``sink`` that also keeps each camera's latest event."""
+
+        def tapped(event: DetectionEvent) -> None:
+            with self._lock:
+                self._events[event.camera] = event
+            sink(event)
+
+        return tapped
+
+    def get(self, camera: str) -> DetectionEvent | None:
+        with self._lock:
+            return self._events.get(camera)
+
+
 def render(
     frame: npt.NDArray[np.uint8],
     event: DetectionEvent | None,
@@ -75,12 +111,7 @@ def render(
     ``max_bytes`` (pure; CommandError(too_large) when nothing fits)."""
     import cv2  # noqa: PLC0415 - OpenCV comes with the inference extras
 
-    image: Any = frame.copy()
-    for det in event.detections if event is not None else ():
-        x1, y1, x2, y2 = (round(v) for v in det.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), BOX_BGR, 3)
-        text = f"{det.label} {det.score:.2f}"
-        cv2.putText(image, text, (x1, max(14, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, BOX_BGR, 2)
+    image = draw_boxes(frame, event)
     height, width = image.shape[:2]
     if width > max_width_px:
         size = (max_width_px, max(1, round(height * max_width_px / width)))
@@ -107,27 +138,20 @@ class SnapshotPublisher:
         self._latest_frame = latest_frame
         self._now_s = now_s
         self._stop = stop
-        self._events: dict[str, DetectionEvent] = {}
-        self._lock = threading.Lock()
+        self._events = LatestEvents()
         self._thread: threading.Thread | None = None
         self.published = 0
         self.failed = 0
 
     def tap(self, sink: EventSink) -> EventSink:
-        def tapped(event: DetectionEvent) -> None:
-            with self._lock:
-                self._events[event.camera] = event
-            sink(event)
-
-        return tapped
+        return self._events.tap(sink)
 
     def publish(self, camera: str) -> str | None:
         """Publish ``camera``'s snapshot now; its topic, or None (no frame yet, or failed)."""
         frame = self._latest_frame(camera)
         if frame is None:
             return None
-        with self._lock:
-            event = self._events.get(camera)
+        event = self._events.get(camera)
         tel = self._config.telemetry
         try:
             jpeg = render(
