@@ -17,6 +17,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def is_topic_prefix(value: str) -> bool:
+    """A non-empty MQTT topic prefix: no wildcards, no slash at either end."""
+    edge_slash = value.startswith("/") or value.endswith("/")
+    return bool(value) and not edge_slash and not any(c in value for c in "#+")
+
+
 def resolve_secret(secret: SecretStr, key_path: str) -> str:
     """Return the secret's value, reading it from disk when written as ``file:/path``.
 

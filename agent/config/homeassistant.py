@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from agent.config.base import StrictModel
+from agent.config.base import StrictModel, is_topic_prefix
 
 # Labels end up inside Home Assistant templates and object ids: plain names only.
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .-]{0,63}$")
@@ -34,12 +34,7 @@ class HomeAssistantConfig(StrictModel):
     @field_validator("discovery_prefix")
     @classmethod
     def _prefix_safe(cls, value: str) -> str:
-        if (
-            not value
-            or any(c in value for c in "#+")
-            or value.startswith("/")
-            or value.endswith("/")
-        ):
+        if not is_topic_prefix(value):
             raise ValueError("must be a topic prefix without wildcards or edge slashes")
         return value
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from agent.config.base import StrictModel
+from agent.config.base import StrictModel, is_topic_prefix
 from agent.config.homeassistant import HomeAssistantConfig
 
 
@@ -57,12 +57,7 @@ class MqttConfig(StrictModel):
     @field_validator("topic_root")
     @classmethod
     def _topic_root_safe(cls, value: str) -> str:
-        if (
-            not value
-            or any(c in value for c in "#+")
-            or value.startswith("/")
-            or value.endswith("/")
-        ):
+        if not is_topic_prefix(value):
             raise ValueError("must be a non-empty topic prefix without wildcards or edge slashes")
         return value
 
