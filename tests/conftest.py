@@ -1,10 +1,12 @@
-"""Shared fixtures: config files, a real Mosquitto broker, sample assets, log capture."""
+"""Shared fixtures: config files, a real Mosquitto broker, sample assets, log capture, fleet
+keys and an operator that records op states."""
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
@@ -12,6 +14,9 @@ import structlog
 from agent import log
 from agent.assets import find_asset
 from tests.support.mosquitto import MosquittoBroker, make_tls_files
+
+if TYPE_CHECKING:
+    from tests.integration.test_delivery import Operator
 
 # Any test may configure logging; cached loggers would then hide later tests' log events.
 log.CACHE_LOGGERS_DEFAULT = False
@@ -84,3 +89,25 @@ def mosquitto_tls(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """A fleet's signing keys (as ``edge-fleet keys init`` makes them) in the test's temp dir."""
+    from agent.fleet.keys import init_keys
+
+    init_keys(tmp_path / "keys")
+    return tmp_path / "keys"
+
+
+@pytest.fixture
+def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
+    """A fleet client on ``mosquitto`` that records every device's model update op states."""
+    from agent.fleet.mqttclient import FleetClient
+    from tests.integration.test_delivery import TOPICS, Operator
+
+    client = FleetClient(mosquitto.url).connect()
+    op = Operator(client)
+    client.subscribe(TOPICS.model_update_filter(), op.on_state)
+    yield op
+    client.close()

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.config.uplink import MqttConfig
-from agent.fleet.keys import init_keys
-from agent.fleet.mqttclient import FleetClient
 from agent.update.store.installer import Installer
 from agent.update.store.probe import OfflineProbe
 from agent.update.transfer.service import UpdateService
@@ -33,7 +30,6 @@ from tests.integration.test_delivery import (
     ROOT,
     TOPICS,
     Device,
-    Operator,
     make_bundle,
     publish,
     serve,
@@ -42,21 +38,6 @@ from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def device_on(broker: MosquittoBroker, keys: Path, fs: SmallFs, **settings: Any) -> Device:

@@ -6,7 +6,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from agent.config.uplink import MqttConfig
 from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.chunkserver import ChunkServer, Mangle
-from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
 from agent.update.store.installer import Installer
@@ -75,12 +73,6 @@ class Operator:
         raise AssertionError(f"no terminal state on {topic}: {self.docs(device, dep)[-3:]}")
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
 def make_bundle(
     keys: Path, out: Path, model: Path, version: int, chunk_size: int = 16384, **extra: object
 ) -> Path:
@@ -115,15 +107,6 @@ def start_device(
     assert link.wait_connected(10)
     service.start()
     return Device(device_id, state_dir, installer, service, link, stop)
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def serve(

@@ -9,18 +9,14 @@ deployment as soon as a fresh heartbeat arrives. Off (the default), nothing chan
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.fleet.cli import main as fleet_main
-from agent.fleet.keys import init_keys
-from agent.fleet.mqttclient import FleetClient
 from tests.integration.test_delivery import (
     FLEET,
     TOPICS,
-    Operator,
     make_bundle,
     publish,
     serve,
@@ -29,21 +25,6 @@ from tests.integration.test_delivery import (
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def heartbeat(keys: Path, broker: MosquittoBroker, expires_in_days: float) -> None:

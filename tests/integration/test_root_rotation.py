@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.fleet.cli import main as fleet_main
-from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.update.trust.root import load_root_bytes
 from tests.integration.test_delivery import (
     FLEET,
     TOPICS,
-    Operator,
     make_bundle,
     start_device,
 )
@@ -30,21 +27,6 @@ from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def rotate(keys: Path, broker: MosquittoBroker | None) -> int:

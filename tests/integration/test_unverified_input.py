@@ -15,14 +15,12 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
 from agent.update.trust import crypto
@@ -46,21 +44,6 @@ DEPLOY = TOPICS.deploy(FLEET, "detector")
 JUNK_INPUTS = 10_000
 SETTLE_S = 0.5
 RETAINED_BOUND = 8  # state, health, the alarm and a few op states: never one per junk message
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def forged(payload: bytes) -> bytes:
