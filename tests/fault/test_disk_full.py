@@ -25,6 +25,7 @@ from agent.daemon.supervisor import Supervisor
 from agent.errors import Reason, UpdateError
 from agent.uplink import health
 from tests.fault.conftest import SmallFs, figure
+from tests.support.daemon_proc import door_camera
 from tests.support.mosquitto import free_port
 from tests.support.update_fleet import Fleet, install_bundle, make_installer, snapshot
 from tests.support.waiting import wait_for
@@ -76,16 +77,7 @@ def test_full_state_disk_keeps_inferring_alarms_refuses_updates_and_recovers(
         [telemetry]
         health_interval_s = 0.2
         stats_interval_s = 0.5
-        [[cameras]]
-        name = "door"
-        source = "file:{sample_clip}"
-        fps = 15
-        loop = true
-        [[models]]
-        slot = "detector"
-        path = "{short_range_model}"
-        cameras = ["door"]
-        threshold = 0.5
+        {door_camera(sample_clip, short_range_model)}
         """
     )
     fleet = Fleet(tmp_path / "fleet", short_range_model)

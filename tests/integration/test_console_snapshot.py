@@ -45,16 +45,7 @@ def _config(tmp_path: Path, broker_url: str, clip: Path, model: Path) -> Path:
         snapshot_max_width_px = 320
         [outbox]
         batch_interval_s = 0.05
-        [[cameras]]
-        name = "door"
-        source = "file:{clip}"
-        fps = 15
-        loop = true
-        [[models]]
-        slot = "detector"
-        path = "{model}"
-        cameras = ["door"]
-        threshold = 0.5
+        {daemon_proc.door_camera(clip, model)}
         """
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path

@@ -14,6 +14,7 @@ import pytest
 from agent.daemon.control import request
 from agent.uplink.topics import Topics
 from tests.integration.mqtt_helpers import Recorder
+from tests.support.daemon_proc import door_camera
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.broker
@@ -40,16 +41,7 @@ def test_run_publishes_detections_and_exits_zero_on_sigterm(
         socket_path = "{sock}"
         [outbox]
         batch_interval_s = 0.1
-        [[cameras]]
-        name = "door"
-        source = "file:{sample_clip}"
-        fps = 15
-        loop = true
-        [[models]]
-        slot = "detector"
-        path = "{short_range_model}"
-        cameras = ["door"]
-        threshold = 0.5
+        {door_camera(sample_clip, short_range_model)}
         """
     )
     rec = Recorder(mosquitto.url, f"{TOPICS.base}/#")

@@ -24,6 +24,13 @@ CONFIG_TOPIC = re.compile(
     r"^homeassistant/(sensor|binary_sensor|update|image)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$"
 )
 BASE = "ea/v1/d/cam-001"
+HOMEASSISTANT = """
+[mqtt.homeassistant]
+enabled = true
+labels = ["face", "person"]
+presence_off_s = 5
+refresh_s = 0.5
+"""
 
 
 def render(template: str, payload: bytes) -> str:
@@ -35,45 +42,13 @@ def render(template: str, payload: bytes) -> str:
 def test_discovery_configs_and_templates_on_real_messages(
     mosquitto, tmp_path: Path, sample_clip: Path, short_range_model: Path
 ):
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[device]
-id = "cam-001"
-fleet = "f1"
-[mqtt]
-url = "{mosquitto.url}"
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-[mqtt.homeassistant]
-enabled = true
-labels = ["face", "person"]
-presence_off_s = 5
-refresh_s = 0.5
-[storage]
-state_dir = "{tmp_path / "state"}"
-[trust]
-root = "{tmp_path / "no-root.json"}"
-[control]
-socket_path = "{tmp_path / "ctl.sock"}"
-[telemetry]
-stats_interval_s = 0.5
-health_interval_s = 0.2
-snapshot_max_width_px = 320
-[outbox]
-batch_interval_s = 0.05
-[[cameras]]
-name = "door"
-source = "file:{sample_clip}"
-fps = 15
-loop = true
-[[models]]
-slot = "detector"
-path = "{short_range_model}"
-cameras = ["door"]
-threshold = 0.5
-""",
-        encoding="utf-8",
+    config = daemon_proc.minimal_config(
+        tmp_path / "agent.toml",
+        broker_url=mosquitto.url,
+        state_dir=tmp_path / "state",
+        socket_path=tmp_path / "ctl.sock",
+        telemetry="stats_interval_s = 0.5\nsnapshot_max_width_px = 320",
+        extra=HOMEASSISTANT + daemon_proc.door_camera(sample_clip, short_range_model),
     )
     ha = Recorder(mosquitto.url, "homeassistant/#", client_id="ha")
     dev = Recorder(mosquitto.url, f"{BASE}/#", client_id="dev")

@@ -57,16 +57,7 @@ socket_path = "{tmp_path / "ctl.sock"}"
 enabled = true
 listen = "127.0.0.1:{port}"
 frame_interval_s = 0.3
-[[cameras]]
-name = "door"
-source = "file:{sample_clip}"
-fps = 15
-loop = true
-[[models]]
-slot = "detector"
-path = "{short_range_model}"
-cameras = ["door"]
-threshold = 0.5
+{daemon_proc.door_camera(sample_clip, short_range_model)}
 """,
         encoding="utf-8",
     )

@@ -27,6 +27,7 @@ from agent.fleet.cli import main as fleet_main
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.uplink.topics import Topics
+from tests.support.daemon_proc import door_camera
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
 
@@ -95,16 +96,7 @@ def daemon(
         socket_path = "{tmp_path / "run" / "control.sock"}"
         [outbox]
         batch_interval_s = 0.1
-        [[cameras]]
-        name = "door"
-        source = "file:{sample_clip}"
-        fps = 15
-        loop = true
-        [[models]]
-        slot = "detector"
-        path = "{short_range_model}"
-        cameras = ["door"]
-        threshold = 0.5
+        {door_camera(sample_clip, short_range_model)}
         """
     )
     watch = Watch(FleetClient(mosquitto.url).connect())

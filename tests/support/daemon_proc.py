@@ -32,9 +32,11 @@ def minimal_config(
     socket_path: Path,
     trust_root: Path | None = None,
     control: str = "",
+    telemetry: str = "",
     extra: str = "",
 ) -> Path:
-    """A daemon config with no camera and no model: starts in about a second."""
+    """A daemon config with no camera and no model: starts in about a second. ``control``
+    and ``telemetry`` are more keys of those tables; ``extra`` more tables (``door_camera``)."""
     text = f"""
         [device]
         id = "cam-001"
@@ -52,11 +54,29 @@ def minimal_config(
         {control}
         [telemetry]
         health_interval_s = 0.2
+        {telemetry}
         [outbox]
         batch_interval_s = 0.05
         """
     path.write_text(textwrap.dedent(text) + textwrap.dedent(extra), encoding="utf-8")
     return path
+
+
+def door_camera(clip: Path, model: Path) -> str:
+    """TOML tables for camera ``door`` looping ``clip`` at 15 fps and the ``detector`` slot
+    watching it with ``model`` (threshold 0.5): detections within seconds of the start."""
+    return f"""
+[[cameras]]
+name = "door"
+source = "file:{clip}"
+fps = 15
+loop = true
+[[models]]
+slot = "detector"
+path = "{model}"
+cameras = ["door"]
+threshold = 0.5
+"""
 
 
 def env() -> dict[str, str]:
