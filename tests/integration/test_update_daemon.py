@@ -24,7 +24,6 @@ from agent.config import load_config
 from agent.daemon.supervisor import Supervisor
 from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.cli import main as fleet_main
-from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.uplink.topics import Topics
 from tests.support.daemon_proc import door_camera
@@ -61,12 +60,6 @@ class Watch:
 
     def ops(self, dep: str) -> list[tuple[float, dict[str, Any]]]:
         return self.on(f"{TOPICS.base}/op/model_update/{dep}")
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
 
 
 @pytest.fixture
@@ -114,7 +107,13 @@ def daemon(
     assert not runner.is_alive()
 
 
-def bundle(keys: Path, out: Path, model: Path, version: int) -> Path:
+def bundle(keys: Path, out: Path, model: Path, version: int, **changes: Any) -> Path:
+    """A signed bundle for this device's detector slot; ``changes``: other BundleSpec fields."""
+    fields: dict[str, Any] = {
+        "health": {"trial_s": TRIAL_S},
+        "chunk_size": 16384,  # several chunks even for the small sample model
+        **changes,
+    }
     spec = BundleSpec(
         model=model,
         slot="detector",
@@ -122,8 +121,7 @@ def bundle(keys: Path, out: Path, model: Path, version: int) -> Path:
         manifest_version=version,
         release=version,
         devices=[DEVICE],
-        health={"trial_s": TRIAL_S},
-        chunk_size=16384,  # several chunks even for the small sample model
+        **fields,
     )
     create_bundle(spec, keys, out)
     return out

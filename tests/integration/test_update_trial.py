@@ -23,13 +23,10 @@ import pytest
 from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
 from agent.daemon.supervisor import Supervisor
-from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.golden import expected_cases
 from tests.conftest import require_asset
 from tests.integration import test_update_daemon as update_daemon
 from tests.integration.test_update_daemon import (
-    DEVICE,
-    FLEET,
     Watch,
     assert_seq_increasing,
     deployment_id,
@@ -40,29 +37,16 @@ from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.broker
-# The running daemon and the release keys of the update-to-a-running-daemon tests.
+# The running daemon of the update-to-a-running-daemon tests.
 daemon = update_daemon.daemon
-keys = update_daemon.keys
 Daemon = tuple[Supervisor, Path, Watch]
 
 
 def trial_bundle(
     keys: Path, out: Path, model: Path, version: int, trial: dict[str, Any], *extra: Path
 ) -> Path:
-    spec = BundleSpec(
-        model=model,
-        slot="detector",
-        fleet=FLEET,
-        manifest_version=version,
-        release=version,
-        devices=[DEVICE],
-        extra_files=extra,
-        health={"trial_s": 2},
-        trial=trial,
-        chunk_size=65536,
-    )
-    create_bundle(spec, keys, out)
-    return out
+    fields = {"extra_files": extra, "health": {"trial_s": 2}, "trial": trial, "chunk_size": 65536}
+    return update_daemon.bundle(keys, out, model, version, **fields)
 
 
 def golden(model: Path, *images: Path) -> list[dict[str, Any]]:
@@ -93,6 +77,17 @@ def final_state(watch: Watch, dep: str) -> tuple[float, dict[str, Any]]:
     return watch.ops(dep)[-1]
 
 
+def deploy(
+    broker: MosquittoBroker, watch: Watch, bundle: Path
+) -> tuple[str, int, float, dict[str, Any]]:
+    """``edge-fleet publish`` of ``bundle``: its deployment id, the exit code, and the time
+    and document of its final op state."""
+    dep = deployment_id(bundle)
+    code, _ = publish(broker, bundle)
+    finished, state = final_state(watch, dep)
+    return dep, code, finished, state
+
+
 def test_model_not_fitting_the_decoder_fails_with_decoder_mismatch(
     *, daemon: Daemon, mosquitto: MosquittoBroker, keys: Path, tmp_path: Path
 ) -> None:
@@ -101,10 +96,8 @@ def test_model_not_fitting_the_decoder_fails_with_decoder_mismatch(
     # A real classifier (one [1, 2] output) sent to the BlazeFace slot.
     classifier = require_asset("models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
     bad = trial_bundle(keys, tmp_path / "b-cls", classifier, 2, {})
-    dep = deployment_id(bad)
-    code, _ = publish(mosquitto, bad)
+    _dep, code, finished, state = deploy(mosquitto, watch, bad)
     assert code == 1
-    finished, state = final_state(watch, dep)
     assert (state["status"], state["reason"]) == ("failed", "decoder_mismatch"), state
     assert "blazeface" in state["detail"]
     assert serving(sup) == before
@@ -132,10 +125,8 @@ def test_golden_mismatch_is_rejected_naming_the_case_active_untouched(
     bad = trial_bundle(
         keys, tmp_path / "b-gold", short_range_model, 2, {"golden": wrong}, empty, photo
     )
-    dep = deployment_id(bad)
-    code, _ = publish(mosquitto, bad)
+    dep, code, finished, state = deploy(mosquitto, watch, bad)
     assert code == 1
-    finished, state = final_state(watch, dep)
     assert (state["status"], state["reason"]) == ("failed", "golden_mismatch"), state
     assert "golden case astronaut" in state["detail"]
     assert "installing" in [d["status"] for _, d in watch.ops(dep)]
@@ -155,10 +146,8 @@ def test_shadow_disagreement_rolls_back_with_figures(
     back = require_asset("models/face_detection_back.tflite")
     shadow = {"min_agreement_permille": 1000, "iou_min_permille": 950, "min_frames": 60}
     bad = trial_bundle(keys, tmp_path / "b-shadow", back, 2, {"shadow": shadow})
-    dep = deployment_id(bad)
-    code, _ = publish(mosquitto, bad)
+    dep, code, finished, state = deploy(mosquitto, watch, bad)
     assert code == 1
-    finished, state = final_state(watch, dep)
     assert (state["status"], state["reason"]) == ("failed", "shadow_disagreement"), state
     assert state["outcome"] == "rolled_back"
     figures = state["shadow"]
@@ -193,10 +182,8 @@ def test_good_candidate_with_golden_and_shadow_commits(
         },
     }
     good = trial_bundle(keys, tmp_path / "b-good", short_range_model, 2, trial, photo)
-    dep = deployment_id(good)
-    code, _ = publish(mosquitto, good)
+    dep, code, _, state = deploy(mosquitto, watch, good)
     assert code == 0, watch.ops(dep)[-3:]
-    _, state = final_state(watch, dep)
     assert state["status"] == "successful"
     figures = state["shadow"]
     assert figures["frames_compared"] == 20
