@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +10,12 @@ import pytest
 from agent.config import MqttConfig
 from agent.diag.broker import check_broker_live, check_tls
 from agent.diag.report import Status
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, password_broker
 
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "cam-1", "right"], check=True)
-    broker = MosquittoBroker(
-        tmp_path / "broker", extra_config=["allow_anonymous false", f"password_file {passwd}"]
-    )
-    broker.start()
+    broker = password_broker(tmp_path, "cam-1", "right")
     yield broker
     broker.stop()
 

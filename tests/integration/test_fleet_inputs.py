@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +9,7 @@ import pytest
 
 import agent.fleet.bundle as bundle_mod
 from agent.fleet.cli import main as fleet_main
-from agent.fleet.keys import init_keys
-from tests.support.mosquitto import MosquittoBroker
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
+from tests.support.mosquitto import MosquittoBroker, password_broker
 
 
 def create(keys: Path, model: Path, out: Path, *extra: str) -> int:
@@ -59,13 +51,7 @@ def test_failure_while_writing_removes_the_new_bundle_dir(
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "ops", "s3cret"], check=True)
-    broker = MosquittoBroker(
-        tmp_path / "broker", extra_config=["allow_anonymous false", f"password_file {passwd}"]
-    )
-    broker.start()
+    broker = password_broker(tmp_path, "ops", "s3cret")
     yield broker
     broker.stop()
 

@@ -197,3 +197,15 @@ class MosquittoBroker:
         """Stop and start again on the same port (reconnect tests)."""
         self.stop()
         self.start()
+
+
+def password_broker(directory: Path, user: str, password: str) -> MosquittoBroker:
+    """A started broker in ``directory`` that admits only ``user`` with ``password``."""
+    passwd = directory / "passwd"
+    passwd.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    broker = MosquittoBroker(
+        directory / "broker", extra_config=["allow_anonymous false", f"password_file {passwd}"]
+    )
+    broker.start()
+    return broker
