@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from agent.fleet.keys import init_keys
 from agent.update.store.probe import OfflineProbe
-from tests.integration.test_delivery import FLEET, make_bundle, start_device
+from tests.integration.test_delivery import make_bundle, start_device
 from tests.integration.test_fleet import BrokenRuntimeProbe
 from tests.support import daemon_proc
 from tests.support.browser import chromium_or_skip
@@ -29,32 +28,6 @@ pytest.importorskip("starlette", reason="needs the console extra (starlette, uvi
 pytestmark = pytest.mark.broker
 
 PASSWORD = "correct horse battery"
-
-
-def _daemon_config(path: Path, broker_url: str, state_dir: Path, socket_path: Path) -> Path:
-    text = f"""
-        [device]
-        id = "cam-001"
-        fleet = "{FLEET}"
-        profile = "x86-gateway"
-        [mqtt]
-        url = "{broker_url}"
-        reconnect_min_s = 0.2
-        reconnect_max_s = 1.0
-        [storage]
-        state_dir = "{state_dir}"
-        [trust]
-        root = "{path.parent / "no-root.json"}"
-        [control]
-        socket_path = "{socket_path}"
-        [telemetry]
-        health_interval_s = 0.2
-        stats_interval_s = 0.25
-        [outbox]
-        batch_interval_s = 0.05
-        """
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 def _start_console(
@@ -93,8 +66,13 @@ def fleet(mosquitto, tmp_path, short_range_model):
     bundles.mkdir()
     make_bundle(keys, bundles / "1-canary", short_range_model, 1, devices=["cam-a"])
     make_bundle(keys, bundles / "2-rest", short_range_model, 2, devices=["cam-b", "cam-c"])
-    config = _daemon_config(
-        tmp_path / "agent.toml", mosquitto.url, tmp_path / "daemon", tmp_path / "ctl.sock"
+    config = daemon_proc.minimal_config(
+        tmp_path / "agent.toml",
+        broker_url=mosquitto.url,
+        state_dir=tmp_path / "daemon",
+        socket_path=tmp_path / "ctl.sock",
+        device='profile = "x86-gateway"',
+        telemetry="stats_interval_s = 0.25",
     )
     daemon = daemon_proc.spawn(config, tmp_path / "daemon.log")
     devices = []

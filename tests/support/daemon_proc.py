@@ -31,16 +31,19 @@ def minimal_config(
     state_dir: Path,
     socket_path: Path,
     trust_root: Path | None = None,
+    device: str = "",
     control: str = "",
     telemetry: str = "",
     extra: str = "",
 ) -> Path:
-    """A daemon config with no camera and no model: starts in about a second. ``control``
-    and ``telemetry`` are more keys of those tables; ``extra`` more tables (``door_camera``)."""
+    """A daemon config with no camera and no model: starts in about a second. ``device``,
+    ``control`` and ``telemetry`` are more keys of those tables; ``extra`` more tables
+    (``door_camera``)."""
     text = f"""
         [device]
         id = "cam-001"
         fleet = "f1"
+        {device}
         [mqtt]
         url = "{broker_url}"
         reconnect_min_s = 0.2
