@@ -16,23 +16,13 @@ from typing import Any
 
 import pytest
 
-from agent.config.uplink import MqttConfig
-from agent.update.store.installer import Installer
-from agent.update.store.probe import OfflineProbe
-from agent.update.transfer.service import UpdateService
-from agent.update.transfer.settings import ServiceSettings
-from agent.update.trust.policy import DeviceFacts
-from agent.uplink.link import Link
-from agent.uplink.topics import Topics as LinkTopics
 from tests.fault.conftest import SmallFs
 from tests.integration.test_delivery import (
-    FLEET,
-    ROOT,
-    TOPICS,
     Device,
     make_bundle,
     publish,
     serve,
+    start_device,
 )
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
@@ -41,35 +31,10 @@ pytestmark = pytest.mark.broker
 
 
 def device_on(broker: MosquittoBroker, keys: Path, fs: SmallFs, **settings: Any) -> Device:
-    stop = threading.Event()
-    state_dir = fs.path / "state"
     # A real tmpfs answers for itself; elsewhere the free-space seam stands in for it.
-    seam: dict[str, Any] = {} if fs.real else {"free_bytes": lambda _p: fs.free_bytes()}
-    link = Link(
-        MqttConfig(url=broker.url, reconnect_min_s=0.2, reconnect_max_s=1.0),
-        LinkTopics(ROOT, "cam-1", FLEET),
-        state_dir,
-        stop,
-    )
-    installer = Installer(
-        state_dir,
-        provisioned_root=keys / "root.json",
-        facts=DeviceFacts("cam-1", FLEET, {"arch": "x86_64"}),
-        probe=OfflineProbe(),
-        **seam,
-    )
-    service = UpdateService(
-        link,
-        installer,
-        TOPICS,
-        ServiceSettings("cam-1", FLEET, stall_s=0.6, **settings),
-        stop,
-        **seam,
-    )
-    link.start()
-    assert link.wait_connected(10)
-    service.start()
-    return Device("cam-1", state_dir, installer, service, link, stop)
+    if not fs.real:
+        settings["free_bytes"] = lambda _p: fs.free_bytes()
+    return start_device(broker, keys, fs.path / "state", **settings)
 
 
 def padded(tmp_path: Path, model: Path, megabytes: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,14 +96,17 @@ def start_device(
     stop = threading.Event()
     cfg = MqttConfig(url=broker.url, reconnect_min_s=0.2, reconnect_max_s=1.0)
     link = Link(cfg, LinkTopics(ROOT, device_id, FLEET), state_dir, stop)
+    # The free-space seam (``free_bytes``), where a test fakes a small disk.
+    seam: dict[str, Any] = {"free_bytes": kw.pop("free_bytes")} if "free_bytes" in kw else {}
     installer = Installer(
         state_dir,
         provisioned_root=keys / "root.json",
         facts=DeviceFacts(device_id, FLEET, {"arch": "x86_64"}),
         probe=kw.pop("probe", OfflineProbe()),  # type: ignore[arg-type]
+        **seam,
     )
     settings = ServiceSettings(device_id, FLEET, stall_s=0.6, **kw)  # type: ignore[arg-type]
-    service = UpdateService(link, installer, TOPICS, settings, stop)
+    service = UpdateService(link, installer, TOPICS, settings, stop, **seam)
     link.start()
     assert link.wait_connected(10)
     service.start()

@@ -47,14 +47,6 @@ def _device(broker: MosquittoBroker, keys: Path, state: Path) -> subprocess.Pope
     )
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> Path:
-    from agent.fleet.keys import init_keys
-
-    init_keys(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
 def test_kill_and_broker_restart_mid_transfer_resume_from_bitmap(
     mosquitto, keys, tmp_path, short_range_model
 ):

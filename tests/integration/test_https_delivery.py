@@ -7,7 +7,6 @@ manifest travels over MQTT, the bytes over HTTPS, and op states come back over M
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from agent.config.uplink import MqttConfig
 from agent.fleet.bundle import BundleSpec, create_bundle
 from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import init_keys
-from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
 from agent.update.store.installer import Installer
 from agent.update.store.probe import OfflineProbe
@@ -32,15 +30,6 @@ from tests.support.https_server import HttpsFileServer, make_pki
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def operator(mosquitto: MosquittoBroker) -> Iterator[Operator]:
-    client = FleetClient(mosquitto.url).connect()
-    op = Operator(client)
-    client.subscribe(TOPICS.model_update_filter(), op.on_state)
-    yield op
-    client.close()
 
 
 def test_update_from_https_url_and_failures_leave_the_active_model(
