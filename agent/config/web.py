@@ -17,6 +17,7 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """``host`` is this machine (also diag's test of a broker that plaintext never leaves)."""
     if host == "localhost":
         return True
     try:

@@ -7,7 +7,6 @@ the diagnostics, and every library error becomes a check result here.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import socket
 import ssl
 import time
@@ -21,6 +20,7 @@ from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttConfig, resolve_secret
+from agent.config.web import is_loopback
 from agent.diag.report import CheckResult, Status, fail, ok, warn, worst
 from agent.errors import SecretError
 
@@ -180,16 +180,6 @@ def check_broker_live(
             **data,
         )
     return fail("broker", f"daemon not connected to {url}: {probe.detail}", probe.hint, **data)
-
-
-def is_loopback(host: str) -> bool:
-    """The broker is on this host: plaintext never leaves the machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def days_left(cert: x509.Certificate, now: dt.datetime) -> float:
