@@ -43,6 +43,8 @@ PHOTOS = [
     "motorcycle.png",
     "rocket.jpg",
 ]
+# The photo/rotation pairs the reference is sure of today (5 of 12); fewer means drift.
+MIN_SURE_CASES = 4
 SURE = 0.85
 LINES = (
     "Edge agents run models on camera frames.",
@@ -115,18 +117,21 @@ def test_text_orientation_with_inspected_settings(inspected_slot, orientation_re
     assert abs(ours[0].score - score) <= SCORE_TOL
 
 
-@pytest.mark.parametrize("rotation", ROTATIONS[:2])
-@pytest.mark.parametrize("name", PHOTOS)
-def test_photos_with_the_reference_preprocessing(
-    documented_slot, orientation_reference, name, rotation
-):
-    image = rotated(photo(name), rotation)
-    label, score = orientation_reference(image)
-    if score < SURE:
-        pytest.skip(f"reference unsure ({label} {score:.2f}): out of the model's domain")
-    ours = documented_slot.detect(image)
-    assert ours[0].label == label
-    assert abs(ours[0].score - score) <= SCORE_TOL
+def test_photos_with_the_reference_preprocessing(documented_slot, orientation_reference):
+    # Photos are outside a text-orientation model's domain: compare only where the
+    # reference itself is sure, and require enough such cases for the check to mean something.
+    compared = []
+    for name in PHOTOS:
+        for rotation in ROTATIONS[:2]:
+            image = rotated(photo(name), rotation)
+            label, score = orientation_reference(image)
+            if score < SURE:
+                continue
+            ours = documented_slot.detect(image)
+            assert ours[0].label == label, (name, rotation)
+            assert abs(ours[0].score - score) <= SCORE_TOL, (name, rotation, score)
+            compared.append((name, rotation))
+    assert len(compared) >= MIN_SURE_CASES, compared
 
 
 @pytest.fixture(scope="module")
