@@ -120,7 +120,8 @@ class ControlServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        # Like systemd's RuntimeDirectoryMode=0750: the agent's own runtime dir, not shared.
+        self.socket_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         # Never unlink a file that is not a socket, nor a socket another daemon answers on.
         check_socket_path(self.socket_path, self.protected)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -100,6 +100,34 @@ def holder(state_dir: Path) -> int | None:
         os.close(fd)
 
 
+def runtime_dirs(value: str) -> list[Path]:
+    """``$RUNTIME_DIRECTORY`` as systemd sets it (``RuntimeDirectory=``; colon-separated)."""
+    return [Path(part) for part in value.split(":") if part]
+
+
+def runtime_dir_problem(
+    socket_path: Path, runtime: list[Path], parent_mode: int | None
+) -> str | None:
+    """Why ``socket_path`` is not in a runtime dir of ours, or None (pure).
+
+    Under systemd the socket must be inside the unit's ``RuntimeDirectory``. Anywhere,
+    its folder must not be writable by everyone (``/tmp`` itself): there any user could
+    put a socket of theirs where status and local update requests go.
+    """
+    if runtime and not any(_inside(socket_path, directory) for directory in runtime):
+        places = ", ".join(str(d) for d in runtime)
+        return (
+            f"control.socket_path {socket_path} is outside the service's runtime "
+            f"directory ({places})"
+        )
+    if parent_mode is not None and parent_mode & stat.S_IWOTH:
+        return (
+            f"control.socket_path {socket_path} is in {socket_path.parent}, which every user "
+            "can write; use a runtime dir of the agent's own such as /run/edge-agent"
+        )
+    return None
+
+
 def _inside(path: Path, directory: Path) -> bool:
     try:
         path.resolve().relative_to(directory.resolve())
@@ -132,6 +160,15 @@ def check_socket_path(socket_path: Path, protected: list[Path]) -> None:
                 "put it in a runtime dir such as /run/edge-agent",
                 path=str(socket_path),
             )
+    try:
+        parent_mode: int | None = socket_path.parent.stat().st_mode
+    except FileNotFoundError:
+        parent_mode = None  # the control server creates it 0750
+    problem = runtime_dir_problem(
+        socket_path, runtime_dirs(os.environ.get("RUNTIME_DIRECTORY", "")), parent_mode
+    )
+    if problem is not None:
+        raise InstanceError(Reason.UNSAFE_PATH, problem, path=str(socket_path))
     try:
         info = os.lstat(socket_path)
     except FileNotFoundError:

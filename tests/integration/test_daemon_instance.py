@@ -118,3 +118,24 @@ def test_socket_path_on_any_other_file_is_refused_and_the_file_kept(
     assert "unsafe_path" in err
     assert "not a socket" in err
     assert target.read_bytes() == b"not a socket\n"
+
+
+def test_socket_in_a_folder_every_user_can_write_is_refused(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: any user could plant a socket where requests go
+    sock = shared / "control.sock"
+    cfg = minimal_config(
+        tmp_path / "a.toml",
+        broker_url=mosquitto.url,
+        state_dir=tmp_path / "state",
+        socket_path=sock,
+    )
+    rc, err = refused(cfg)
+    assert rc != 0
+    assert "unsafe_path" in err
+    assert "every user can write" in err
+    assert "Traceback" not in err
+    assert not sock.exists()
