@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.assets import find_asset  # noqa: E402 - after sys.path
+from tests.support.daemon_proc import door_camera  # noqa: E402 - the tests' sample camera
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402 - a real broker for the run
 
 KB_PER_MB = 1024.0
@@ -167,31 +168,20 @@ def write_config(directory: Path, broker_url: str) -> Path:
     if clip is None or model is None:
         sys.exit("bench_memory: sample clip or model missing (run tools/fetch_assets.py)")
     config = directory / "agent.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [device]
-            id = "mem-001"
-            [mqtt]
-            url = "{broker_url}"
-            [storage]
-            state_dir = "{directory / "state"}"
-            [control]
-            socket_path = "{directory / "run" / "control.sock"}"
-            [[cameras]]
-            name = "door"
-            source = "file:{clip}"
-            fps = 15
-            loop = true
-            [[models]]
-            slot = "detector"
-            path = "{model}"
-            cameras = ["door"]
-            threshold = 0.5
-            """
-        ),
-        encoding="utf-8",
+    # Defaults everywhere but the camera and model: the daemon as a user would run it.
+    head = textwrap.dedent(
+        f"""
+        [device]
+        id = "mem-001"
+        [mqtt]
+        url = "{broker_url}"
+        [storage]
+        state_dir = "{directory / "state"}"
+        [control]
+        socket_path = "{directory / "run" / "control.sock"}"
+        """
     )
+    config.write_text(head + door_camera(clip, model), encoding="utf-8")
     return config
 
 

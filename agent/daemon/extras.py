@@ -2,7 +2,8 @@
 
 Home Assistant discovery (``[mqtt.homeassistant]``, docs/mqtt.md), published snapshots
 (``telemetry.snapshot_interval_s`` or Home Assistant, docs/mqtt.md) and the technician's
-live view (``[web]``, docs/liveview.md); a device that uses none never imports them.
+live view (``[web]``, docs/liveview.md). The live view and Home Assistant modules are
+imported only when turned on; ``agent.uplink.snapshots`` is read to decide (its rule).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def start_homeassistant(sup: Supervisor) -> Callable[[], None] | None:
     )
 
 
-def start_live_view(
+def start_event_taps(
     sup: Supervisor, sink: EventSink
 ) -> tuple[EventSink, Callable[[], None] | None]:
-    """The sink the pipeline should use and the stop of the parts that watch its events:
-    the live view and the snapshot publisher (both read ``sup.pipeline`` when asked)."""
+    """The sink the pipeline should use and the stop of the optional parts that watch its
+    events: the snapshot publisher and the live view (both read ``sup.pipeline`` when asked)."""
     sink, snapshots_stop = start_snapshots(sup, sink)
     if not sup.config.web.enabled:
         return sink, snapshots_stop

@@ -150,9 +150,9 @@ class Supervisor:
         publisher.start()
         self._stops.append(("publisher", publisher.stop))
 
-        sink, web_stop = extras.start_live_view(self, self._sink())
-        if web_stop is not None:
-            self._stops.append(("web", web_stop))
+        sink, taps_stop = extras.start_event_taps(self, self._sink())
+        if taps_stop is not None:  # snapshots and the live view
+            self._stops.append(("event_taps", taps_stop))
         self.pipeline = self._factory(cfg, sink, self.state_dir, self.stop_event)
         self.pipeline.start()
         self._stops.append(("pipeline", self.pipeline.stop))

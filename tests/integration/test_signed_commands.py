@@ -12,9 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from agent.config.desired import desired_path
@@ -24,6 +22,7 @@ from agent.update.store.truststore import load_root_file
 from agent.update.trust.command import make_command
 from agent.uplink.topics import Topics
 from tests.integration.mqtt_helpers import Recorder
+from tests.integration.test_remote_config_trial import final, send_config
 from tests.support.daemon_proc import Restarter, minimal_config, status
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import wait_for
@@ -69,22 +68,6 @@ def connected(sock: Path) -> bool:
     return bool(reply and reply["link"]["connected"])
 
 
-def send(broker: MosquittoBroker, cmd_id: str, doc: dict[str, Any]) -> None:
-    topic = TOPICS.cmd("config", cmd_id)
-    mqtt_publish.single(topic, json.dumps(doc).encode(), qos=1, port=broker.port)
-
-
-def final(rec: Recorder, cmd_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        states = [json.loads(p) for p in rec.on(TOPICS.op("config", cmd_id)) if p]
-        return states[-1] if states and states[-1]["status"] in ("successful", "failed") else None
-
-    assert rec.wait_for(lambda: done() is not None, timeout_s=20), f"no answer to {cmd_id}"
-    result = done()
-    assert result is not None
-    return result
-
-
 def sign(keys: Path, role: str = "command", device: str = "cam-001", seq: int = 0) -> str:
     root = load_root_file(keys / "root.json")
     return make_command(
@@ -108,7 +91,7 @@ def test_config_commands_need_the_command_role(
         "other": ({"signed": sign(keys, device="cam-002")}, "not_targeted"),
     }
     for cmd_id, (doc, _) in refusals.items():
-        send(mosquitto, cmd_id, doc)
+        send_config(mosquitto, cmd_id, doc)
     for cmd_id, (_, reason) in refusals.items():
         answer = final(rec, cmd_id)
         assert (answer["status"], answer["reason"]) == ("failed", reason), answer
@@ -120,6 +103,6 @@ def test_config_commands_need_the_command_role(
     assert desired_path(tmp_path / "state").exists()
 
     replay = {"signed": sign(keys, seq=1)}  # below the sequence the tool just used
-    send(mosquitto, "replay", replay)
+    send_config(mosquitto, "replay", replay)
     answer = final(rec, "replay")
     assert (answer["status"], answer["reason"]) == ("failed", "rollback"), answer
