@@ -13,7 +13,7 @@ from agent.config import AgentConfig, ModelConfig
 from agent.diag.bounded import run_bounded
 from agent.diag.report import CheckResult, fail, ok, warn
 from agent.errors import BackendUnavailableError, InferenceError, ModelLoadError
-from agent.inference.metadata import backend_of
+from agent.pipeline.model import resolve_backend
 
 
 def installed_model_path(state_dir: Path, slot: str) -> Path | None:
@@ -46,13 +46,6 @@ def tensorrt_engine_for(path: Path) -> Path:
     return resolve_installed_engine(path, runtime_target)
 
 
-def backend_name(cfg: AgentConfig, model: ModelConfig, path: Path) -> str:
-    """As the pipeline picks it: configured, else what the file is, else the board's default."""
-    if model.backend is not None:
-        return model.backend
-    return backend_of(path) or cfg.backend_for(model)
-
-
 def smoke(cfg: AgentConfig, model: ModelConfig, path: Path) -> dict[str, Any]:
     """Load and run once on a mid-grey input; raises InferenceError subclasses."""
     from agent.inference.registry import BackendOptions, create_backend  # noqa: PLC0415
@@ -63,7 +56,7 @@ def smoke(cfg: AgentConfig, model: ModelConfig, path: Path) -> dict[str, Any]:
         edgetpu_library=cfg.board.edgetpu_library,
     )
     started = time.monotonic()
-    backend = create_backend(backend_name(cfg, model, path), path, options)
+    backend = create_backend(resolve_backend(cfg, model, path), path, options)
     try:
         loaded = time.monotonic()
         tensor = backend.input_buffer()
@@ -90,7 +83,7 @@ def check_model_local(  # noqa: PLR0911 - one return per verdict, worst first
 ) -> CheckResult:
     name = f"model:{model.slot}"
     path, origin = model_path_for(cfg, model)
-    backend = backend_name(cfg, model, path)
+    backend = resolve_backend(cfg, model, path)
     if not path.is_file():
         return fail(
             name,

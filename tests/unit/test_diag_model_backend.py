@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from agent.config.model import ModelConfig
 from agent.config.root import AgentConfig
-from agent.diag.inference import backend_name, check_model_local
+from agent.diag.inference import check_model_local
+from agent.pipeline.model import resolve_backend
 from tests.conftest import require_asset
 
 
@@ -14,7 +15,7 @@ def test_onnx_model_without_backend_key_is_checked_with_onnx_runtime() -> None:
     model = ModelConfig(slot="direction", path=str(onnx), decoder="classify")
     cfg = AgentConfig(models=[model])
     assert cfg.backend_for(model) == "tflite"  # the board default, which cannot read it
-    assert backend_name(cfg, model, onnx) == "onnx"
+    assert resolve_backend(cfg, model, onnx) == "onnx"
     result = check_model_local(cfg, model)
     assert result.status.value == "ok", result
     assert "onnx" in result.detail.lower(), result
@@ -22,4 +23,4 @@ def test_onnx_model_without_backend_key_is_checked_with_onnx_runtime() -> None:
 
 def test_configured_backend_still_wins(short_range_model) -> None:
     model = ModelConfig(slot="detector", path=str(short_range_model), backend="onnx")
-    assert backend_name(AgentConfig(models=[model]), model, short_range_model) == "onnx"
+    assert resolve_backend(AgentConfig(models=[model]), model, short_range_model) == "onnx"
