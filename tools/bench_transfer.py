@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
 from bench_transfer_fanout import broker_bytes_out, raw_fanout  # noqa: E402 - tools/ sibling
-from bench_transfer_figures import fanout_figures, fleet_figures, phases  # noqa: E402
+from bench_transfer_figures import arrivals, fanout_figures, fleet_figures, phases  # noqa: E402
 from bench_transfer_sim import TERMINAL, DeviceGroup, device_process  # noqa: E402 - tools/ sibling
 
 from agent.fleet.bundle import BundleSpec, create_bundle  # noqa: E402 - after sys.path
@@ -49,6 +49,7 @@ from agent.fleet.chunkserver import ChunkServer  # noqa: E402
 from agent.fleet.keys import init_keys  # noqa: E402
 from agent.fleet.mqttclient import FleetClient  # noqa: E402
 from agent.fleet.served import load_bundle  # noqa: E402
+from agent.fleet.startwait import MAX_S, QUIET_S  # noqa: E402
 from agent.log import configure  # noqa: E402
 from agent.update.transfer.wire import HEADER_BYTES, Topics  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
@@ -56,6 +57,7 @@ from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 TOPICS = Topics("ea/v1")
 FLEET = "bench"
 WINDOW = int(os.environ.get("BENCH_WINDOW", "32"))
+START_WAIT: dict[str, float | None] = {}  # --start-quiet-s / --start-wait-s, as given
 # Nagle off on the broker's sockets (docs/protocol.md, "Broker settings"); ";"-separated lines.
 BROKER_EXTRA = [
     line for line in os.environ.get("BENCH_BROKER", "set_tcp_nodelay true").split(";") if line
@@ -68,6 +70,7 @@ class ServerProcess:
     def __init__(self, url: str, bundle: Path, devices: int) -> None:
         cmd = [sys.executable, __file__, "_server", "--url", url, "--bundle", str(bundle)]
         cmd += ["--count", str(devices)]  # the targeted devices, as publish knows them
+        cmd += [f"--start-{k}-s={v}" for k, v in START_WAIT.items() if v is not None]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
@@ -84,7 +87,17 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
     stop = threading.Event()
     # As `edge-fleet publish` runs it: the targeted devices are known (the start wait).
     expect = [f"dev-{i}" for i in range(devices)]
-    server = ChunkServer(client, TOPICS, [load_bundle(bundle)], stop, expect_devices=expect)
+    served = load_bundle(bundle)
+    quiet, cap = START_WAIT.get("quiet"), START_WAIT.get("wait")
+    server = ChunkServer(
+        client,
+        TOPICS,
+        [served],
+        stop,
+        expect_devices=expect,
+        start_quiet_s=QUIET_S if quiet is None else quiet,
+        start_wait_s=MAX_S if cap is None else cap,
+    )
     server.start()
     time.sleep(0.2)
     cpu_start = time.process_time()
@@ -102,6 +115,7 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
         "held": stats.held,
         "last_chunk_s": stats.last_chunk_s,  # time.monotonic(): one clock for all processes
         "cpu_s": round(time.process_time() - cpu_start, 2),
+        "start": arrivals(server.first_asks(served.deployment_id), stats.start_held_s),
     }
     print(json.dumps(doc))
 
@@ -247,6 +261,7 @@ def run_fleet(
         "server_skipped_recent": stats["skipped"],
         "server_bytes": stats["bytes"],
         "server_cpu_s": stats["cpu_s"],
+        "server_start_wait": stats["start"],
         "bundle_bytes": served.manifest.total_length,
         # Mosquitto sends each stream frame once per connection (one per device process).
         "broker_cpu_s": (
@@ -293,7 +308,11 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=WINDOW)
     parser.add_argument("--fleet", default=FLEET)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    # The chunk server's start wait (agent/fleet/startwait.py); default: the server's own.
+    parser.add_argument("--start-quiet-s", type=float, default=None)
+    parser.add_argument("--start-wait-s", type=float, default=None)
     args = parser.parse_args()
+    START_WAIT.update(quiet=args.start_quiet_s, wait=args.start_wait_s)
     configure(level="error")
     if args.mode == "_server":
         serve_process(args.url, args.bundle, args.count)

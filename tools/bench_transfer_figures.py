@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 TARGET_RATIO = 3.0  # issue 12's target against one device (kept for comparison)
@@ -106,3 +107,23 @@ def fanout_figures(raw: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
 
 def _per(total: int | None, receivers: int, size: int) -> float | None:
     return round(total / receivers / size, 3) if total is not None and receivers and size else None
+
+
+def arrivals(first_asks: dict[str, float], held_s: float) -> dict[str, Any]:
+    """How the devices began asking, seen by the chunk server (what the start wait waits for).
+
+    ``first_asks`` maps each device to the server's time.monotonic() of its first request.
+    """
+    times = sorted(first_asks.values())
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    return {
+        "askers": len(times),
+        "spread_s": round(times[-1] - times[0], 3) if times else None,
+        # Between one device's first ask and the next device's: the quiet period must outlast
+        # these while devices are still arriving.
+        "gap_max_s": round(gaps[-1], 3) if gaps else None,
+        "gap_p95_s": round(gaps[int(0.95 * (len(gaps) - 1))], 3) if gaps else None,
+        "held_s": round(held_s, 3),  # first ask -> the first chunks went out
+        # Devices that began asking after the first chunks had gone out (they need them again).
+        "after_start": sum(1 for t in times if t > times[0] + held_s),
+    }

@@ -19,9 +19,10 @@ topic, and a request lost with a dying server is asked again by the device's sta
 
 Start wait: a server that knows which devices a publication targets (``publish`` and
 ``rollout`` do) holds the first chunks of a deployment until every one of them has
-asked for something (and so listens to the stream), at most ``start_wait_s``. Devices
-take the manifest at different moments; without the wait the first window would go
-out to the first asker alone and again to each later one.
+asked for something (and so listens to the stream), or no new one began asking for
+``start_quiet_s``, at most ``start_wait_s`` after the first ask (agent/fleet/startwait.py).
+Devices take the manifest at different moments; without the wait the first window would
+go out to the first asker alone and again to each later one.
 
 Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on either
 leg; a lost chunk is re-requested by the device's stall timer). After every batch a
@@ -40,6 +41,7 @@ from typing import cast
 
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import ServedBundle
+from agent.fleet.startwait import MAX_S, QUIET_S, StartWait, start_hold_until
 from agent.log import get_logger
 from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_request, encode_frame
 
@@ -62,6 +64,8 @@ class ServerStats:
     held: int = 0  # re-sends delayed to be shared by late joiners
     resent: int = 0  # frames that had gone out before (late joiners, lost or stalled chunks)
     last_chunk_s: float = 0.0  # time.monotonic() when the latest chunk frame went out
+    start_held_s: float = 0.0  # the latest deployment's first chunks: first ask -> streaming
+    start_listening: int = 0  # targeted devices that had asked when its streaming began
     devices: set[str] = field(default_factory=set)
 
 
@@ -80,14 +84,14 @@ class ChunkServer:
         mangle: Mangle | None = None,
         share_group: str = "",
         expect_devices: Iterable[str] = (),
-        start_wait_s: float = 0.5,
+        start_wait_s: float = MAX_S,
+        start_quiet_s: float = QUIET_S,
     ) -> None:
         self._mangle = mangle
-        # A server of a group sees only its share of the askers: it cannot wait for all.
-        self._expect = frozenset(() if share_group else expect_devices)
-        self._start_wait_s = start_wait_s
-        self._askers: dict[str, set[str]] = {}
-        self._first_ask_s: dict[str, float] = {}
+        self._expect = frozenset(expect_devices)
+        self._start_wait = StartWait(quiet_s=start_quiet_s, max_s=start_wait_s)
+        # Per deployment: device -> when its first request arrived (the start wait's input).
+        self._first_asks: dict[str, dict[str, float]] = {}
         self._streaming: set[str] = set()
         self._share_group = share_group
         self._client = client
@@ -122,6 +126,11 @@ class ChunkServer:
             return f"$share/{self._share_group}/{topic_filter}"
         return topic_filter
 
+    def first_asks(self, deployment_id: str) -> dict[str, float]:
+        """Each device heard from -> when its first request arrived (time.monotonic())."""
+        with self._lock:
+            return dict(self._first_asks.get(deployment_id, {}))
+
     def join(self, timeout_s: float = 5.0) -> None:
         self._wake.set()
         if self._thread is not None:
@@ -146,8 +155,7 @@ class ChunkServer:
         with self._lock:
             self.stats.requests += 1
             self.stats.devices.add(device)
-            self._askers.setdefault(deployment_id, set()).add(device)
-            self._first_ask_s.setdefault(deployment_id, now)
+            self._first_asks.setdefault(deployment_id, {}).setdefault(device, now)
             # A device is subscribed before its first request reaches us (same connection).
             since = self._listening.setdefault((deployment_id, device, request.listener), now)
             if request.listener is None:
@@ -160,21 +168,29 @@ class ChunkServer:
     def _next_due_s(self, now: float) -> float:
         """When a held re-send or a start wait ends (caller holds the lock)."""
         dues = [due for held in self._held.values() for due, _ in held.values()]
-        dues += [
-            self._first_ask_s[d] + self._start_wait_s
-            for d in self._pending
-            if self._waiting(d, now)
-        ]
+        for deployment_id in self._pending:
+            until = self._hold_until(deployment_id, now)
+            if until is not None:
+                dues.append(until)
         return min(dues, default=now + 0.5)
 
-    def _waiting(self, deployment_id: str, now: float) -> bool:
-        """Whether the deployment's chunks still wait for expected devices to listen."""
-        if not self._expect or deployment_id in self._streaming:
-            return False
-        first = self._first_ask_s.get(deployment_id)
-        if first is None or now >= first + self._start_wait_s:
-            return False
-        return not self._expect <= self._askers.get(deployment_id, set())
+    def _hold_until(self, deployment_id: str, now: float) -> float | None:
+        """Until when the deployment's first chunks wait for targeted devices (None: go)."""
+        if deployment_id in self._streaming:
+            return None
+        return start_hold_until(
+            self._expect,
+            self._first_asks.get(deployment_id, {}),
+            now,
+            self._start_wait,
+            shared=bool(self._share_group),
+        )
+
+    def _start_streaming(self, deployment_id: str, now: float) -> None:
+        self._streaming.add(deployment_id)
+        asks = self._first_asks.get(deployment_id, {})
+        self.stats.start_held_s = now - min(asks.values(), default=now)
+        self.stats.start_listening = len(self._expect & asks.keys())
 
     def _keep_waiting(self, batch: dict[str, dict[Item, float]], now: float) -> None:
         """Put the chunks of deployments still waiting back (caller holds the lock)."""
@@ -182,8 +198,10 @@ class ChunkServer:
             chunks = [item for item in items if item[0] == FrameKind.CHUNK]
             if not chunks:
                 continue
-            if not self._waiting(deployment_id, now):
-                self._streaming.add(deployment_id)
+            if deployment_id in self._streaming:
+                continue
+            if self._hold_until(deployment_id, now) is None:
+                self._start_streaming(deployment_id, now)
                 continue
             back = self._pending.setdefault(deployment_id, {})
             for item in chunks:

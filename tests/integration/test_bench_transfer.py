@@ -41,6 +41,10 @@ def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
     assert broker_out["raw"] >= 3 * bundle  # the broker wrote every byte to each receiver
     assert broker_out["rollout"] >= doc["many"]["procs"] * bundle  # once per connection
     assert isinstance(doc["fanout_target_met"], bool)
+    # What the chunk server's start wait saw: every device's first ask, the hold it chose.
+    start = doc["many"]["server_start_wait"]
+    assert start["askers"] == 3
+    assert start["held_s"] >= 0
     projection = doc["d_projection"]
     assert projection["label"].startswith("PROJECTION (not measured)")
     terms = ("device_s", "broker_s", "server_s")

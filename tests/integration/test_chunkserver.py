@@ -138,6 +138,7 @@ def test_first_chunks_wait_until_every_targeted_device_listens(
         stop,
         expect_devices=["cam-a", "cam-b", "cam-gone"],
         start_wait_s=1.5,
+        start_quiet_s=60,  # the cap decides here; the quiet rule has its own test below
     )
     waiting.start()
     time.sleep(0.3)  # SUBACKs
@@ -182,7 +183,13 @@ def test_first_chunks_go_as_soon_as_the_last_targeted_device_asks(
     devices = FleetClient(mosquitto.url).connect()
     stop = threading.Event()
     server = ChunkServer(
-        server_client, TOPICS, [served], stop, expect_devices=["cam-a", "cam-b"], start_wait_s=60
+        server_client,
+        TOPICS,
+        [served],
+        stop,
+        expect_devices=["cam-a", "cam-b"],
+        start_wait_s=60,
+        start_quiet_s=60,
     )
     server.start()
     time.sleep(0.3)  # SUBACKs
@@ -197,6 +204,54 @@ def test_first_chunks_go_as_soon_as_the_last_targeted_device_asks(
             time.sleep(0.01)
         time.sleep(0.3)
         assert len(chunks) == 2  # each chunk once, for both devices
+    finally:
+        stop.set()
+        server.join()
+        for client in (watcher, server_client, devices):
+            client.close()
+
+
+def test_first_chunks_wait_while_targeted_devices_keep_arriving(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """An offline target costs the quiet period after the last arrival, not the cap."""
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    dep = served.deployment_id
+    chunks: list[int] = []
+    watcher = FleetClient(mosquitto.url).connect()
+    watcher.subscribe(
+        TOPICS.stream(FLEET, dep),
+        lambda _t, p: chunks.append(1) if decode_frame(p).kind is FrameKind.CHUNK else None,
+    )
+    server_client = FleetClient(mosquitto.url).connect()
+    devices = FleetClient(mosquitto.url).connect()
+    stop = threading.Event()
+    server = ChunkServer(
+        server_client,
+        TOPICS,
+        [served],
+        stop,
+        expect_devices=["cam-a", "cam-b", "cam-gone"],
+        start_wait_s=60,
+        start_quiet_s=1.2,
+    )
+    server.start()
+    time.sleep(0.3)  # SUBACKs
+    try:
+        request = ChunkRequest(chunks=((0, 0),), listener=1)
+        devices.publish(TOPICS.request("cam-a", dep), request.encode())
+        time.sleep(0.6)
+        devices.publish(TOPICS.request("cam-b", dep), request.encode())
+        time.sleep(0.9)  # past cam-a's quiet period, within cam-b's: cam-b's arrival extended it
+        assert chunks == []
+        deadline = time.monotonic() + 5  # far below the 60 s cap: the quiet period ended it
+        while not chunks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(chunks) == 1  # chunk 0 once, for both devices
+        assert server.stats.start_listening == 2
+        assert server.stats.resent == 0
     finally:
         stop.set()
         server.join()
