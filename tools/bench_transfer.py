@@ -301,6 +301,8 @@ def main() -> int:
         help="fleet: real installer, or delivery only (verify + transfer + file checks)",
     )
     parser.add_argument("--work", type=Path, default=None, help="scratch dir (default: temp)")
+    # Output is one JSON object either way; the flag is the spelling issue 19 and the docs use.
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON (default)")
     # _devices (internal): one process of simulated devices.
     parser.add_argument("--keys", type=Path, default=None)
     parser.add_argument("--first", type=int, default=0)

@@ -10,6 +10,8 @@ device that was already listening when it went out (it is in that device's backl
 was lost, and the device's stall timer, longer than the guard, asks again later). Each
 request carries a per-subscription ``listener`` token; the server notes when it first
 heard from it, so a device that subscribed after the chunk went out is served at once.
+For chunks that is the token's first chunk request, not its first request: a device
+drops chunks until its chunk index (asked for first) is whole.
 
 Several servers may share one fleet's requests: with ``share_group`` each subscribes to
 ``$share/<group>/<root>/d/+/xfer/<deployment_id>/req`` and the broker hands every request
@@ -48,7 +50,7 @@ from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_req
 log = get_logger(__name__)
 
 Item = tuple[int, int, int]  # (kind, file, index)
-Listener = tuple[str, str, int | None]  # (deployment, device, token)
+Listener = tuple[str, str, int | None, int]  # (deployment, device, token, frame kind)
 _IDLE_S = 0.05  # a request after this long without serving starts a new coalescing window
 # Fault injection for tests and benchmarks: gets a batch of frames, returns what to publish.
 Mangle = Callable[[list[bytes]], list[bytes]]
@@ -149,20 +151,30 @@ class ChunkServer:
             self.stats.bad_requests += 1
             log.warning("chunk_request_bad", device=device, error=str(exc))
             return
-        items = {(int(FrameKind.CHUNK), f, i) for f, i in request.chunks}
-        items |= {(int(FrameKind.INDEX), 0, p) for p in request.indexes}
+        wanted = {
+            FrameKind.CHUNK: [(int(FrameKind.CHUNK), f, i) for f, i in request.chunks],
+            FrameKind.INDEX: [(int(FrameKind.INDEX), 0, p) for p in request.indexes],
+        }
         now = time.monotonic()
         with self._lock:
             self.stats.requests += 1
             self.stats.devices.add(device)
-            self._first_asks.setdefault(deployment_id, {}).setdefault(device, now)
-            # A device is subscribed before its first request reaches us (same connection).
-            since = self._listening.setdefault((deployment_id, device, request.listener), now)
-            if request.listener is None:
-                since = now  # an old client without a token: always serve
+            if request.chunks:  # ready for chunks: what the start wait waits for
+                self._first_asks.setdefault(deployment_id, {}).setdefault(device, now)
             pending = self._pending.setdefault(deployment_id, {})
-            for item in items:
-                pending[item] = max(pending.get(item, since), since)
+            for kind, items in wanted.items():
+                if not items:
+                    continue
+                # A device is subscribed before its first request reaches us (same
+                # connection), but it keeps chunks only once its chunk index is whole, so it
+                # listens to chunks from its first chunk request, to index pieces from its
+                # first index request.
+                key = (deployment_id, device, request.listener, int(kind))
+                since = self._listening.setdefault(key, now)
+                if request.listener is None:
+                    since = now  # an old client without a token: always serve
+                for item in items:
+                    pending[item] = max(pending.get(item, since), since)
         self._wake.set()
 
     def _next_due_s(self, now: float) -> float:

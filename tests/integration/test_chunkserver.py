@@ -257,3 +257,61 @@ def test_first_chunks_wait_while_targeted_devices_keep_arriving(
         server.join()
         for client in (watcher, server_client, devices):
             client.close()
+
+
+def test_a_device_listens_to_chunks_from_its_first_chunk_request(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """A device drops chunks until its chunk index is whole: its index request is no proof.
+
+    cam-a asked for the index first; chunk 0 then went out for cam-b before cam-a asked
+    for chunks. The resend guard must not count cam-a as having been sent chunk 0.
+    """
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
+    dep = served.deployment_id
+    seen: list[FrameKind] = []
+    lock = threading.Lock()
+
+    def on_frame(_topic: str, payload: bytes) -> None:
+        with lock:
+            seen.append(decode_frame(payload).kind)
+
+    def wait_for(kind: FrameKind, n: int) -> int:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with lock:
+                if seen.count(kind) >= n:
+                    break
+            time.sleep(0.01)
+        with lock:
+            return seen.count(kind)
+
+    watcher = FleetClient(mosquitto.url).connect()
+    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
+    server_client = FleetClient(mosquitto.url).connect()
+    devices = FleetClient(mosquitto.url).connect()
+    stop = threading.Event()
+    server = ChunkServer(
+        server_client, TOPICS, [served], stop, resend_guard_s=30.0, resend_hold_s=0.1
+    )
+    server.start()
+    time.sleep(0.3)  # SUBACKs
+    try:
+        devices.publish(
+            TOPICS.request("cam-a", dep), ChunkRequest(indexes=(0,), listener=1).encode()
+        )
+        assert wait_for(FrameKind.INDEX, 1) == 1
+        request = ChunkRequest(chunks=((0, 0),), listener=2)
+        devices.publish(TOPICS.request("cam-b", dep), request.encode())
+        assert wait_for(FrameKind.CHUNK, 1) == 1
+        # cam-a's index is whole now; it asks for chunk 0 with the same listener token.
+        request = ChunkRequest(chunks=((0, 0),), listener=1)
+        devices.publish(TOPICS.request("cam-a", dep), request.encode())
+        assert wait_for(FrameKind.CHUNK, 2) == 2  # served again, after the resend hold
+        assert server.stats.skipped_recent == 0
+    finally:
+        stop.set()
+        server.join()
+        for client in (watcher, server_client, devices):
+            client.close()
