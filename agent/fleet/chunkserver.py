@@ -21,7 +21,7 @@ topic, and a request lost with a dying server is asked again by the device's sta
 
 Start wait: a server that knows which devices a publication targets (``publish`` and
 ``rollout`` do) holds the first chunks of a deployment until every one of them has
-asked for something (and so listens to the stream), or no new one began asking for
+asked for chunks (and so keeps what the stream brings), or no new one began asking for
 ``start_quiet_s``, at most ``start_wait_s`` after the first ask (agent/fleet/startwait.py).
 Devices take the manifest at different moments; without the wait the first window would
 go out to the first asker alone and again to each later one.
@@ -92,7 +92,7 @@ class ChunkServer:
         self._mangle = mangle
         self._expect = frozenset(expect_devices)
         self._start_wait = StartWait(quiet_s=start_quiet_s, max_s=start_wait_s)
-        # Per deployment: device -> when its first request arrived (the start wait's input).
+        # Per deployment: device -> when its first chunk request arrived (start wait input).
         self._first_asks: dict[str, dict[str, float]] = {}
         self._streaming: set[str] = set()
         self._share_group = share_group
@@ -129,7 +129,7 @@ class ChunkServer:
         return topic_filter
 
     def first_asks(self, deployment_id: str) -> dict[str, float]:
-        """Each device heard from -> when its first request arrived (time.monotonic())."""
+        """Each device that asked for chunks -> when it first did (time.monotonic())."""
         with self._lock:
             return dict(self._first_asks.get(deployment_id, {}))
 
