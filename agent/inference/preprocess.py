@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -40,6 +40,16 @@ class Transform:
     by: float
     frame_w: int
     frame_h: int
+
+    def box_to_frame(self, box: Sequence[float]) -> tuple[float, float, float, float]:
+        """One normalised x1, y1, x2, y2 box → frame pixels, clipped (plain floats, no numpy)."""
+        w, h = float(self.frame_w), float(self.frame_h)
+        return (
+            min(max(box[0] * self.ax + self.bx, 0.0), w),
+            min(max(box[1] * self.ay + self.by, 0.0), h),
+            min(max(box[2] * self.ax + self.bx, 0.0), w),
+            min(max(box[3] * self.ay + self.by, 0.0), h),
+        )
 
     def boxes_to_frame(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """[N, 4] normalised x1, y1, x2, y2 → frame pixels, clipped to the frame."""
@@ -148,6 +158,11 @@ class Preprocessor:
         self._last_plan: _Plan | None = None
         self._int8 = spec.tensor.dtype == np.int8
         self._lut = self._float_table()
+        # Float path: the value of a black pixel (the letterbox pad) and, where every
+        # channel shares one affine, that affine (one cv2.addWeighted pass instead of the table).
+        self._pad = np.zeros(3, np.float32) if self._lut is None else self._lut[0, 0].copy()
+        self._uniform = self._uniform_affine()
+        self._small: dict[tuple[int, int], tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = {}
 
     def _float_table(self) -> npt.NDArray[np.float32] | None:
         """Pixel value -> tensor value for a float32 NHWC input, per channel (1x256x3).
@@ -168,6 +183,16 @@ class Preprocessor:
             if self._offset:
                 table = table + np.float32(self._offset)
         return np.ascontiguousarray(table, dtype=np.float32).reshape(1, 256, 3)
+
+    def _uniform_affine(self) -> tuple[float, float] | None:
+        if self._lut is None:
+            return None
+        if self._channels is None:
+            return self._scale, self._offset
+        scale, offset = self._channels
+        if np.all(scale == scale[0]) and np.all(offset == offset[0]):
+            return float(scale[0]), float(offset[0])
+        return None
 
     def _plan(self, frame_w: int, frame_h: int) -> _Plan:
         plan = self._plans.get((frame_w, frame_h))
@@ -191,6 +216,11 @@ class Preprocessor:
         plan = self._plan(frame_w, frame_h)
         x0, y0, x1, y1 = plan.crop
         region = image if plan.crop == (0, 0, frame_w, frame_h) else image[y0:y1, x0:x1]
+        target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
+        if self._lut is not None and target.flags.c_contiguous:
+            # A float32 NHWC input (that is when there is a table), written in place.
+            self._prepare_float(region, plan, cast("npt.NDArray[np.float32]", target), self._lut)
+            return plan.transform
         if plan.offset == (0, 0):
             cv2.resize(region, plan.size, dst=self._canvas, interpolation=cv2.INTER_LINEAR)
         else:
@@ -208,10 +238,6 @@ class Preprocessor:
             pixels = cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._rgb_buffer)
         else:
             pixels = self._canvas
-        target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
-        if self._lut is not None and target.flags.c_contiguous:
-            cv2.LUT(pixels, self._lut, dst=target)
-            return plan.transform
         if self._channels is not None:
             self._write_affine(pixels, target, *self._channels)
             return plan.transform
@@ -225,6 +251,46 @@ class Preprocessor:
         if self._offset:
             np.add(target, self._offset, out=target, casting="unsafe")
         return plan.transform
+
+    def _prepare_float(
+        self,
+        region: npt.NDArray[np.uint8],
+        plan: _Plan,
+        target: npt.NDArray[np.float32],
+        lut: npt.NDArray[np.float32],
+    ) -> None:
+        """Float32 NHWC: resize, colour order and normalisation straight into the tensor.
+
+        Only the resized rectangle is converted (a letterbox pad gets the value of a black
+        pixel, written as a fill), with no canvas in between: about half the CPU of
+        converting the whole padded input. One ``cv2.addWeighted`` pass scales and shifts
+        where every channel shares one affine; a per-channel one goes through the table.
+        """
+        w, h = plan.size
+        px, py = plan.offset
+        buffers = self._small.get(plan.size)
+        if buffers is None:
+            buffers = (np.empty((h, w, 3), np.uint8), np.empty((h, w, 3), np.uint8))
+            self._small[plan.size] = buffers
+        pixels = cv2.resize(region, plan.size, dst=buffers[0], interpolation=cv2.INTER_LINEAR)
+        if self._rgb:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=buffers[1])
+        inner = target[py : py + h, px : px + w]
+        if self._uniform is not None:
+            scale, offset = self._uniform
+            written = cv2.addWeighted(
+                pixels, scale, pixels, 0.0, offset, dst=inner, dtype=cv2.CV_32F
+            )
+        else:
+            written = cv2.LUT(pixels, lut, dst=inner)
+        if written is not inner:  # cv2 could not take the view as its destination
+            np.copyto(inner, written)
+        if h < self._in_h:
+            target[:py] = self._pad
+            target[py + h :] = self._pad
+        if w < self._in_w:
+            target[:, :px] = self._pad
+            target[:, px + w :] = self._pad
 
     def _write_affine(
         self,

@@ -1,16 +1,14 @@
-"""Sources for the benchmark: decoded frames replayed, and any source with its reads timed."""
+"""The benchmark's source: frames decoded once, replayed faster than the model."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.capture import open_source
-from agent.capture.base import Pacer, Source
+from agent.capture.base import Pacer
 from agent.config.board import BoardConfig
 from agent.config.camera import CameraConfig
 
@@ -56,53 +54,3 @@ def load_frames(clip: Path, count: int = REPLAY_FRAMES) -> list[npt.NDArray[np.u
     finally:
         source.release()
     return frames
-
-
-class DecodeClock:
-    """CPU milliseconds the capture thread spent in each ``read`` (decoding a frame).
-
-    Shared by every source one bench run opens; the pipeline round reads what its own
-    steady state added.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.cpu_ms: list[float] = []
-
-    def add(self, ms: float) -> None:
-        with self._lock:
-            self.cpu_ms.append(ms)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.cpu_ms)
-
-    def since(self, start: int) -> list[float]:
-        with self._lock:
-            return self.cpu_ms[start:]
-
-
-class TimedSource:
-    """A source whose reads are timed in the reading thread's CPU time."""
-
-    def __init__(self, inner: Source, clock: DecodeClock) -> None:
-        self._inner = inner
-        self._clock = clock
-
-    @property
-    def nominal_fps(self) -> float:
-        return self._inner.nominal_fps
-
-    @property
-    def ended(self) -> bool:
-        return self._inner.ended
-
-    def read(self) -> npt.NDArray[np.uint8] | None:
-        start = time.thread_time_ns()
-        image = self._inner.read()
-        if image is not None:
-            self._clock.add((time.thread_time_ns() - start) / 1e6)
-        return image
-
-    def release(self) -> None:
-        self._inner.release()

@@ -1,15 +1,15 @@
-"""Hand-offs between the three threads of a model slot: prep → infer → post.
+"""Hand-offs between the two threads of a model slot: prepost ⇄ infer.
 
 ``InputBuffers`` holds the model input three times: the buffer an invoke may be
-reading, the one ready for the next invoke, and one the preprocess thread writes.
-The preprocess thread prepares a frame as soon as nothing is ready, so the model never
+reading, the one ready for the next invoke, and one the prepost thread writes.
+The prepost thread prepares a frame as soon as nothing is ready, so the model never
 waits for it; while the ready frame waits, a newer frame of the same camera replaces it
 if there is time to prepare it before the model is expected to be free
 (``worth_refreshing``). The model gets the newest frame that could be made ready in
 time, without a timer guessing when to start: a late wake-up costs freshness (the older
 ready frame is used), never throughput. A buffer is never written while an invoke reads it.
 
-``PostQueue`` carries outputs to the post-processing thread: small, bounded, and a
+``PostQueue`` carries outputs back to the prepost thread: small, bounded, and a
 full queue drops the oldest item and counts it, so the inference thread never blocks.
 """
 
@@ -40,19 +40,32 @@ INPUT_BUFFERS = 3  # invoking, ready, being written
 # preprocess estimate times REFRESH_MARGIN, plus REFRESH_MIN_S for wake-up jitter.
 REFRESH_MARGIN = 1.0
 REFRESH_MIN_S = 0.00005
+# A ready frame younger than this when the model takes it is not replaced: a refresh could
+# gain less than this much freshness, a fraction of any camera's frame period, for a
+# second preprocess. A fast model fed by a faster source would otherwise prepare nearly
+# every frame twice.
+REFRESH_MIN_AGE_S = 0.005
 EWMA_WEIGHT = 0.1
 
 
 def worth_refreshing(
-    now_s: float, invoke_start_s: float, invoke_est_s: float, prep_est_s: float
+    now_s: float,
+    invoke_start_s: float,
+    invoke_est_s: float,
+    prep_est_s: float,
+    ready_captured_s: float,
 ) -> bool:
-    """Whether a newer frame can be prepared before the running invoke is expected to end.
+    """Whether to replace the ready frame with a newer one before the running invoke ends.
 
-    Without estimates yet (the first frames) the answer is no: the ready frame is used.
+    Yes when a newer frame can be prepared before the model is expected to be free and
+    the ready frame would by then be at least ``REFRESH_MIN_AGE_S`` old. Without
+    estimates yet (the first frames) the answer is no: the ready frame is used.
     """
     if invoke_est_s <= 0.0 or prep_est_s <= 0.0:
         return False
     free_at_s = invoke_start_s + invoke_est_s
+    if free_at_s - ready_captured_s < REFRESH_MIN_AGE_S:
+        return False
     return free_at_s - now_s > prep_est_s * REFRESH_MARGIN + REFRESH_MIN_S
 
 
@@ -125,7 +138,7 @@ class Prepared:
     transform: Transform
     prep_start_s: float
     prep_end_s: float
-    prep_cpu_ns: int = 0  # the prep thread's CPU for this frame (and frames it replaced)
+    prep_cpu_ns: int = 0  # CPU preparing this frame (and frames it replaced)
     infer_cpu_ns: int = 0  # the inference thread's CPU outside invoke
 
 
@@ -151,7 +164,11 @@ class InputBuffers:
         self._owner: LoadedModel | None = None
         self.taken_at_s = 0.0  # when the inference thread last took a frame (invoke start)
         self.refreshed = 0  # ready frames replaced by a newer one before the model took them
-        self.prep_wake = threading.Event()  # ring publish, or the mailbox emptied
+        self.prep_wake = threading.Event()  # ring publish, the mailbox emptied, outputs queued
+        # The mailbox emptied (or was cleared), outputs queued: what the prepost thread
+        # waits for while it holds a ready frame not worth refreshing, so that it does not
+        # wake on every camera frame.
+        self.taken_wake = threading.Event()
         self.infer_wake = threading.Event()  # a frame is ready
 
     @property
@@ -159,7 +176,7 @@ class InputBuffers:
         return self._ready
 
     def free_buffer(self, loaded: LoadedModel) -> tuple[int, npt.NDArray[np.generic]]:
-        """A buffer neither being invoked on nor ready: the preprocess thread's to write.
+        """A buffer neither being invoked on nor ready: the prepost thread's to write.
 
         Buffers belong to one loaded model; a swap gets fresh ones, so the old ones may
         still be read by an invoke on the old model without being overwritten.
@@ -196,6 +213,7 @@ class InputBuffers:
                 self.taken_at_s = time.monotonic()
         if prepared is not None:
             self.prep_wake.set()  # nothing is ready now: prepare the next frame at once
+            self.taken_wake.set()
         return prepared
 
     def clear(self) -> Prepared | None:
@@ -204,17 +222,23 @@ class InputBuffers:
             prepared, self._ready = self._ready, None
             self._owner = None
         self.prep_wake.set()
+        self.taken_wake.set()
         return prepared
 
 
 class PostQueue:
-    """Bounded queue to the post-processing thread; full means drop the oldest and count."""
+    """Bounded queue to the post-processing side; full means drop the oldest and count.
 
-    def __init__(self, depth: int = POST_QUEUE_DEPTH) -> None:
+    ``wakes`` are the events a put sets: those the thread that decodes waits on.
+    """
+
+    def __init__(
+        self, depth: int = POST_QUEUE_DEPTH, wakes: tuple[threading.Event, ...] = ()
+    ) -> None:
         self._items: deque[Inferred] = deque()
         self._depth = depth
         self._lock = threading.Lock()
-        self.wake = threading.Event()
+        self._wakes = wakes
         self.dropped = 0
 
     def put(self, item: Inferred) -> Inferred | None:
@@ -225,7 +249,8 @@ class PostQueue:
                 dropped = self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-        self.wake.set()
+        for wake in self._wakes:
+            wake.set()
         return dropped
 
     def get(self) -> Inferred | None:

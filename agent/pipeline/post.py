@@ -1,6 +1,6 @@
 """The last stage of a model slot: decode, filter, debounce, emit, record the timings.
 
-Run by the ``post:<slot>`` thread, or by the single thread when ``overlap_stages`` is off.
+Run by the ``prepost:<slot>`` thread, or by the single thread when ``overlap_stages`` is off.
 """
 
 from __future__ import annotations

@@ -1,14 +1,20 @@
-"""The threads of one model slot: ``prep`` → ``infer`` → ``post``.
+"""The threads of one model slot: ``prepost`` ⇄ ``infer``.
 
-* ``prep:<slot>`` takes the newest frame of its cameras (round robin), applies the
-  motion gate, preprocesses it into a free input buffer and releases the frame's ring
-  slot at once; while that frame waits for the model, a newer frame of the same camera
-  replaces it when there is time (``handoff.worth_refreshing``);
+* ``prepost:<slot>`` feeds the model and finishes its outputs, in that order of
+  urgency: when no frame is ready it takes the newest frame of its cameras (round
+  robin), applies the motion gate, preprocesses it into a free input buffer and
+  releases the frame's ring slot at once; then it decodes, filters, debounces and
+  emits the events of frames the model has finished; while a ready frame waits, a newer
+  frame of the same camera replaces it when there is time and it is worth it
+  (``handoff.worth_refreshing``);
 * ``infer:<slot>`` does almost nothing but ``Backend.infer`` (copy in, ``invoke``,
   outputs copied out); LiteRT releases the GIL in ``invoke``, so preprocessing of
-  frame N+1 and decoding of frame N-1 overlap the invoke of frame N;
-* ``post:<slot>`` decodes, filters, debounces and emits events, fed through a small
-  bounded queue that drops (and counts) rather than block the inference thread.
+  frame N+1 and decoding of frame N-1 overlap the invoke of frame N. Outputs go back
+  through a small bounded queue that drops (and counts) rather than block.
+
+One thread on each side of the model, not one per stage: the take of frame N+1 and
+the outputs of frame N arrive together, and one wake-up serves both (each thread
+hand-off costs a futex wake and a GIL hand-over, more CPU than a small model's decode).
 
 A watchdog outside (``check_stuck``) abandons a worker whose invoke has run too long
 and starts fresh threads on a freshly loaded backend, because the hung one cannot be
@@ -67,7 +73,7 @@ class ModelWorker:
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
         self._inputs = InputBuffers()
-        self._post = PostQueue()
+        self._post = PostQueue(wakes=(self._inputs.prep_wake, self._inputs.taken_wake))
         for feed in feeds:
             feed.ring.add_listener(self._inputs.prep_wake.set)
         self._pending: LoadedModel | None = None
@@ -78,7 +84,7 @@ class ModelWorker:
         self.busy_since: float | None = None
         self._invoke_est_s = 0.0  # running means: is there time to refresh the ready frame?
         self._prep_est_s = 0.0
-        self._beats = dict.fromkeys(("prep", "infer", "post"), time.monotonic())
+        self._beats = dict.fromkeys(("prepost", "infer"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
         self.faults = SlotFaults(model.slot, model.decoder)
@@ -94,7 +100,7 @@ class ModelWorker:
         self._beats = dict.fromkeys(self._beats, now)
         loops: dict[str, Callable[[int], None]] = {"infer": self._run_single}
         if self.model.overlap_stages:
-            loops = {"prep": self._run_prep, "infer": self._run_infer, "post": self._run_post}
+            loops = {"prepost": self._run_prepost, "infer": self._run_infer}
         self._threads = [
             threading.Thread(
                 target=loop,
@@ -112,6 +118,10 @@ class ModelWorker:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not self.alive
+
+    def thread_idents(self) -> list[int]:
+        """Thread ids of the slot's running threads (their CPU clocks, for the bench)."""
+        return [t.ident for t in self._threads if t.ident is not None and t.is_alive()]
 
     @property
     def alive(self) -> bool:
@@ -135,7 +145,7 @@ class ModelWorker:
 
     @property
     def heartbeat_s(self) -> float:
-        """Oldest beat of the three loops: a hang in any of them freezes it."""
+        """Oldest beat of the loops: a hang in any of them freezes it."""
         return min(self._beats.values())
 
     @property
@@ -164,42 +174,68 @@ class ModelWorker:
         self._swapped.wait(timeout_s)
         return None
 
-    # --- prep thread -----------------------------------------------------------------
+    # --- prepost thread --------------------------------------------------------------
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()
 
-    def _run_prep(self, generation: int) -> None:
-        inputs = self._inputs
+    def _run_prepost(self, generation: int) -> None:
+        inputs, queue = self._inputs, self._post
         cpu = CpuMeter()
         while self._current(generation):
-            self._beats["prep"] = time.monotonic()
-            # Clear first: a publish or a take after the checks sets the event again.
+            self._beats["prepost"] = time.monotonic()
+            # Clear first: a publish, take or put after the checks sets the events again.
             inputs.prep_wake.clear()
+            inputs.taken_wake.clear()
             loaded = self.loaded
             ready = inputs.ready
-            if loaded is None:
-                inputs.prep_wake.wait(IDLE_WAIT_S)
+            # 1. Feed the model: it must never wait for a frame the source delivered.
+            if loaded is not None and ready is None and self._prepare_next(loaded, generation, cpu):
                 continue
-            if ready is None:
-                picked = self._take()
-            elif worth_refreshing(
-                time.monotonic(), inputs.taken_at_s, self._invoke_est_s, self._prep_est_s
+            # 2. Finish what the model did.
+            item = queue.get()
+            if item is not None:
+                try:
+                    self._poster.finish(item, cpu)
+                except Exception as exc:  # the thread must survive a decoder bug
+                    item.prepared.feed.discarded += 1
+                    self._failed(exc, "postprocess")
+                continue
+            # 3. Refresh the waiting frame, or sleep until something changes.
+            if loaded is None or ready is None:
+                inputs.prep_wake.wait(IDLE_WAIT_S)
+            elif not worth_refreshing(
+                time.monotonic(),
+                inputs.taken_at_s,
+                self._invoke_est_s,
+                self._prep_est_s,
+                ready.frame.captured_mono_s,
             ):
-                picked = self._take_from(ready.feed)  # same camera: round robin stays fair
-            else:
-                picked = None
-            if picked is None:
+                # Not worth it now, and no publish makes it so before the next take: sleep
+                # through publishes (a wake-up per camera frame costs CPU for nothing).
+                inputs.taken_wake.wait(IDLE_WAIT_S)
+            elif not self._prepare_next(loaded, generation, cpu, ready.feed):
                 inputs.prep_wake.wait(IDLE_WAIT_S)
-                continue
-            try:
-                prepared = self._prepare(picked, loaded, generation)
-                if prepared is not None:
-                    prepared.prep_cpu_ns = cpu.take()
-                    self._discard(inputs.offer(prepared))
-            except Exception as exc:  # the thread must survive a bad frame
-                picked[0].ring.release(picked[0].consumer)
-                self._failed(exc, "preprocess")
+
+    def _prepare_next(
+        self, loaded: LoadedModel, generation: int, cpu: CpuMeter, feed: Feed | None = None
+    ) -> bool:
+        """Take the newest frame (of ``feed``, else round robin), prepare and offer it.
+
+        False when there was no new frame to take.
+        """
+        picked = self._take() if feed is None else self._take_from(feed)
+        if picked is None:
+            return False
+        try:
+            prepared = self._prepare(picked, loaded, generation)
+            if prepared is not None:
+                prepared.prep_cpu_ns = cpu.take()
+                self._discard(self._inputs.offer(prepared))
+        except Exception as exc:  # the thread must survive a bad frame
+            picked[0].ring.release(picked[0].consumer)
+            self._failed(exc, "preprocess")
+        return True
 
     def _take_from(self, feed: Feed) -> tuple[Feed, Frame] | None:
         frame = feed.ring.take(feed.consumer)
@@ -319,24 +355,6 @@ class ModelWorker:
                 picked[0].ring.release(picked[0].consumer)
                 picked[0].discarded += 1
                 self._failed(exc, "pipeline")
-
-    # --- post thread -----------------------------------------------------------------
-
-    def _run_post(self, generation: int) -> None:
-        queue = self._post
-        cpu = CpuMeter()
-        while self._current(generation):
-            self._beats["post"] = time.monotonic()
-            queue.wake.clear()
-            item = queue.get()
-            if item is None:
-                queue.wake.wait(IDLE_WAIT_S)
-                continue
-            try:
-                self._poster.finish(item, cpu)
-            except Exception as exc:  # the thread must survive a decoder bug
-                item.prepared.feed.discarded += 1
-                self._failed(exc, "postprocess")
 
     def _failed(self, exc: Exception, stage: str) -> None:
         self.faults.failed(exc, stage)

@@ -13,7 +13,7 @@ from agent.config.model import ModelConfig
 from agent.errors import DecoderError
 from agent.inference.backends.tflite import TfliteBackend
 from agent.inference.decoders import make_decoder
-from agent.inference.decoders.blazeface import anchors_for, layout_for
+from agent.inference.decoders.blazeface import anchors_for, blend_overlaps, layout_for
 from agent.inference.preprocess import Preprocessor
 from agent.inference.registry import BackendOptions
 
@@ -102,3 +102,20 @@ def test_anchor_layouts_of_the_published_models(backends):
     assert layout_for(256, 896) == ((16, 2), (32, 6))
     with pytest.raises(DecoderError):
         layout_for(128, 1000)
+
+
+def test_overlapping_candidates_blend_by_score_and_disjoint_ones_stay_apart():
+    boxes = [
+        [0.10, 0.10, 0.30, 0.30],  # face A, best
+        [0.12, 0.10, 0.32, 0.30],  # face A, neighbouring anchor
+        [0.60, 0.60, 0.80, 0.80],  # face B
+    ]
+    scores = [0.9, 0.6, 0.7]
+    kept = blend_overlaps(boxes, scores, iou_threshold=0.3, max_keep=10)
+    assert [score for _, score in kept] == [0.9, 0.7]  # best first, the best one's score
+    blended, _ = kept[0]
+    x1 = (0.10 * 0.9 + 0.12 * 0.6) / 1.5
+    assert blended == pytest.approx((x1, 0.10, x1 + 0.20, 0.30))
+    assert kept[1][0] == pytest.approx(tuple(boxes[2]))
+    assert len(blend_overlaps(boxes, scores, iou_threshold=0.3, max_keep=1)) == 1
+    assert blend_overlaps([], [], 0.3, 10) == []

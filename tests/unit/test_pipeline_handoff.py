@@ -14,6 +14,7 @@ from agent.inference.registry import BackendOptions
 from agent.pipeline.handoff import (
     INPUT_BUFFERS,
     REFRESH_MARGIN,
+    REFRESH_MIN_AGE_S,
     REFRESH_MIN_S,
     Feed,
     Inferred,
@@ -96,12 +97,23 @@ def test_post_queue_drops_oldest_and_counts(loaded):
 
 
 def test_refresh_only_when_a_newer_frame_can_be_ready_before_the_model_is_free():
-    # 10 ms invoke started at t=100, 1 ms preprocess: a refresh needs 1.5 ms + 0.1 ms.
+    # 10 ms invoke started at t=100, 1 ms preprocess, the ready frame captured at t=99.99.
     needed = 0.001 * REFRESH_MARGIN + REFRESH_MIN_S
-    assert worth_refreshing(100.0, 100.0, 0.010, 0.001)
-    assert worth_refreshing(100.010 - needed - 0.0001, 100.0, 0.010, 0.001)
-    assert not worth_refreshing(100.010 - needed + 0.0001, 100.0, 0.010, 0.001)
-    assert not worth_refreshing(100.02, 100.0, 0.010, 0.001)  # model already free
-    assert not worth_refreshing(100.0, 100.0, 0.0, 0.0)  # no estimates yet: use what is ready
+    ready = 99.99
+    assert worth_refreshing(100.0, 100.0, 0.010, 0.001, ready)
+    assert worth_refreshing(100.010 - needed - 0.0001, 100.0, 0.010, 0.001, ready)
+    assert not worth_refreshing(100.010 - needed + 0.0001, 100.0, 0.010, 0.001, ready)
+    assert not worth_refreshing(100.02, 100.0, 0.010, 0.001, ready)  # model already free
+    assert not worth_refreshing(100.0, 100.0, 0.0, 0.0, ready)  # no estimates: use what is ready
+
+
+def test_no_refresh_of_a_frame_that_is_still_fresh_when_the_model_takes_it():
+    # A 1 ms model fed faster than it runs: the ready frame is at most ~1 ms old when the
+    # model is free, so a second preprocess would buy less than REFRESH_MIN_AGE_S.
+    free_at = 100.001
+    young = free_at - REFRESH_MIN_AGE_S + 0.0001
+    old = free_at - REFRESH_MIN_AGE_S - 0.0001
+    assert not worth_refreshing(100.0, 100.0, 0.001, 0.0001, young)
+    assert worth_refreshing(100.0, 100.0, 0.001, 0.0001, old)
     assert ewma(0.0, 5.0) == 5.0
     assert ewma(1.0, 2.0) == pytest.approx(1.1)

@@ -10,14 +10,14 @@ count: short-range 128 px (strides 8/16, 896 anchors), full-range 192 px (stride
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.errors import DecoderError
-from agent.events.nms import iou_one_to_many
 from agent.events.types import Detection
-from agent.inference.decoders.common import FloatArray, sigmoid, to_detections
+from agent.inference.decoders.common import FloatArray
 from agent.inference.preprocess import Transform
 
 # (stride, anchors per cell) for each distinct feature map, in output order.
@@ -59,6 +59,13 @@ def anchors_for(input_size: int, num_anchors: int) -> FloatArray:
 
 
 class BlazeFaceDecoder:
+    """Raw outputs → face boxes in frame pixels, with few numpy calls per frame.
+
+    Decoding runs once per inferred frame, so its fixed cost counts: most frames have
+    no face (one ``max`` over the logits decides that), and a face frame has a handful
+    of candidate anchors, decoded with one matrix product and blended in plain Python.
+    """
+
     def __init__(
         self,
         input_size: int,
@@ -73,7 +80,24 @@ class BlazeFaceDecoder:
         self._logit_threshold = float(np.log(clipped / (1 - clipped)))
         self._iou = iou_threshold
         self._max = max_detections
+        self._label = label
         self._labels = {0: label}
+        # cx, cy, w, h (pixels of the input) → x1, y1, x2, y2 (normalised), as one product.
+        k = 1.0 / input_size
+        self._to_corners = np.array(
+            [[k, 0, k, 0], [0, k, 0, k], [-k / 2, 0, k / 2, 0], [0, -k / 2, 0, k / 2]],
+            np.float32,
+        )
+        self._anchor_corners: FloatArray | None = None
+
+    def _corners_of_anchors(self, count: int) -> FloatArray:
+        """[count, 4] anchor centres as x, y, x, y: the offset of every decoded box."""
+        table = self._anchor_corners
+        if table is None or table.shape[0] != count:
+            anchors = anchors_for(self._size, count)
+            table = np.ascontiguousarray(np.concatenate([anchors, anchors], axis=1))
+            self._anchor_corners = table
+        return table
 
     def decode_normalised(
         self, regressors: FloatArray, logits: FloatArray
@@ -86,18 +110,15 @@ class BlazeFaceDecoder:
                 f"blazeface expects [1,N,>=4] and [1,N,1] outputs, got {regressors.shape} "
                 f"and {logits.shape}"
             )
-        anchors = anchors_for(self._size, raw.shape[0])
         # Compare in logit space: only the few anchors that pass get a sigmoid.
-        keep = np.flatnonzero(flat_logits >= self._logit_threshold)
-        if keep.size == 0:
+        if flat_logits.size == 0 or float(flat_logits.max()) < self._logit_threshold:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        scores = sigmoid(flat_logits[keep])
-        r = raw[keep, :4] / np.float32(self._size)
-        cx = r[:, 0] + anchors[keep, 0]
-        cy = r[:, 1] + anchors[keep, 1]
-        half_w, half_h = r[:, 2] / 2, r[:, 3] / 2
-        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
-        return boxes.astype(np.float32), scores
+        keep = np.flatnonzero(flat_logits >= self._logit_threshold)
+        # No clip needed: every kept logit is above the threshold's, so exp cannot overflow.
+        scores = (1.0 / (1.0 + np.exp(-flat_logits[keep]))).astype(np.float32, copy=False)
+        corners = self._corners_of_anchors(raw.shape[0])
+        boxes = raw[keep, :4] @ self._to_corners + corners[keep]
+        return boxes.astype(np.float32, copy=False), scores
 
     def __call__(
         self, outputs: list[npt.NDArray[np.generic]], transform: Transform
@@ -105,35 +126,55 @@ class BlazeFaceDecoder:
         if len(outputs) < 2:
             raise DecoderError(f"blazeface expects 2 outputs, got {len(outputs)}")
         # Regressors are the output with the wide last axis; logits have one column.
-        regressors, logits = sorted(outputs[:2], key=lambda a: -a.shape[-1])
+        first, second = outputs[0], outputs[1]
+        regressors, logits = (first, second)
+        if first.shape[-1] < second.shape[-1]:
+            regressors, logits = second, first
         boxes, scores = self.decode_normalised(
             np.asarray(regressors, np.float32), np.asarray(logits, np.float32)
         )
-        blended, best = blend_overlaps(boxes, scores, self._iou, self._max)
-        frame_boxes = transform.boxes_to_frame(blended)
-        return to_detections(frame_boxes, best, np.zeros(len(best), np.int64), self._labels)
+        if scores.size == 0:
+            return []
+        blended = blend_overlaps(boxes.tolist(), scores.tolist(), self._iou, self._max)
+        return [
+            Detection(label=self._label, score=score, box=transform.box_to_frame(box))
+            for box, score in blended
+        ]
+
+
+Box = tuple[float, float, float, float]
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0.0 or height <= 0.0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0.0 else 0.0
 
 
 def blend_overlaps(
-    boxes: FloatArray, scores: FloatArray, iou_threshold: float, max_keep: int
-) -> tuple[FloatArray, FloatArray]:
+    boxes: list[list[float]], scores: list[float], iou_threshold: float, max_keep: int
+) -> list[tuple[Box, float]]:
     """MediaPipe's weighted NMS: each kept box is the score-weighted mean of its overlaps.
 
     BlazeFace fires on several neighbouring anchors per face; MediaPipe's graphs blend
     them (NonMaxSuppressionCalculator, WEIGHTED) rather than keep the best one, which
-    is a few pixels off. The score stays the best one's.
+    is a few pixels off. The score stays the best one's. Plain lists: a frame has a
+    handful of candidates, where numpy's per-call cost would outweigh the arithmetic.
     """
-    order = np.argsort(-scores, kind="stable")
-    kept_boxes: list[FloatArray] = []
-    kept_scores: list[float] = []
-    while order.size and len(kept_boxes) < max_keep:
-        best, rest = int(order[0]), order[1:]
-        overlap = iou_one_to_many(boxes[best], boxes[rest]) if rest.size else np.zeros(0)
-        group = np.concatenate([[best], rest[overlap > iou_threshold]])
-        weights = scores[group].astype(np.float64)
-        kept_boxes.append((boxes[group] * weights[:, None]).sum(axis=0) / weights.sum())
-        kept_scores.append(float(scores[best]))
-        order = rest[overlap <= iou_threshold]
-    if not kept_boxes:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    return np.array(kept_boxes, np.float32), np.array(kept_scores, np.float32)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    kept: list[tuple[Box, float]] = []
+    while order and len(kept) < max_keep:
+        best = boxes[order[0]]
+        group = [order[0]]
+        rest: list[int] = []
+        for index in order[1:]:
+            (group if _iou(best, boxes[index]) > iou_threshold else rest).append(index)
+        total = sum(scores[i] for i in group)
+        mean = [sum(boxes[i][c] * scores[i] for i in group) / total for c in range(4)]
+        kept.append(((mean[0], mean[1], mean[2], mean[3]), scores[order[0]]))
+        order = rest
+    return kept
