@@ -86,6 +86,29 @@ class Feed:
     discarded: int = 0  # taken but never fully processed (post queue full, model swap)
 
 
+def take_from(feed: Feed) -> tuple[Feed, Frame] | None:
+    """The newest frame of ``feed`` this slot has not taken yet (pinned until released)."""
+    frame = feed.ring.take(feed.consumer)
+    return None if frame is None else (feed, frame)
+
+
+class FeedPicker:
+    """The cameras of one slot taken in turn: the next take starts after the last one used."""
+
+    def __init__(self, feeds: list[Feed]) -> None:
+        self._feeds = feeds
+        self._next = 0
+
+    def newest(self) -> tuple[Feed, Frame] | None:
+        count = len(self._feeds)
+        for i in range(count):
+            picked = take_from(self._feeds[(self._next + i) % count])
+            if picked is not None:
+                self._next = (self._next + i + 1) % count
+                return picked
+        return None
+
+
 class Timings:
     """Per-stage sliding windows of one model slot, in milliseconds."""
 
@@ -205,24 +228,28 @@ class InputBuffers:
         self.infer_wake.set()
         return replaced
 
-    def take(self) -> Prepared | None:
+    def take(self, *, wake: bool = True) -> Prepared | None:
+        """The ready frame, if any; ``wake=False`` leaves telling the prepost thread to the
+        caller (``wake_prep``), so it can do so just before the GIL-free invoke."""
         with self._lock:
             prepared, self._ready = self._ready, None
             if prepared is not None and prepared.loaded is self._owner:
                 self._in_use = prepared.index
                 self.taken_at_s = time.monotonic()
-        if prepared is not None:
-            self.prep_wake.set()  # nothing is ready now: prepare the next frame at once
-            self.taken_wake.set()
+        if prepared is not None and wake:
+            self.wake_prep()  # nothing is ready now: prepare the next frame at once
         return prepared
+
+    def wake_prep(self) -> None:
+        self.prep_wake.set()
+        self.taken_wake.set()
 
     def clear(self) -> Prepared | None:
         """Drop a waiting frame (restart, swap); returns it for counting."""
         with self._lock:
             prepared, self._ready = self._ready, None
             self._owner = None
-        self.prep_wake.set()
-        self.taken_wake.set()
+        self.wake_prep()
         return prepared
 
 
@@ -241,16 +268,20 @@ class PostQueue:
         self._wakes = wakes
         self.dropped = 0
 
-    def put(self, item: Inferred) -> Inferred | None:
-        """Queue ``item``; returns the item dropped to make room, if any."""
+    def put(self, item: Inferred, *, wake: bool = True) -> Inferred | None:
+        """Queue ``item``; returns the item dropped to make room, if any.
+
+        ``wake=False``: the caller wakes the decoding thread itself, later.
+        """
         dropped = None
         with self._lock:
             if len(self._items) >= self._depth:
                 dropped = self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-        for wake in self._wakes:
-            wake.set()
+        if wake:
+            for event in self._wakes:
+                event.set()
         return dropped
 
     def get(self) -> Inferred | None:

@@ -37,12 +37,14 @@ from agent.pipeline.cpu import CpuMeter
 from agent.pipeline.faults import SlotFaults, slot_health
 from agent.pipeline.handoff import (
     Feed,
+    FeedPicker,
     Inferred,
     InputBuffers,
     PostQueue,
     Prepared,
     Timings,
     ewma,
+    take_from,
     worth_refreshing,
 )
 from agent.pipeline.model import LoadedModel
@@ -80,7 +82,7 @@ class ModelWorker:
         self._swapped = threading.Event()
         self._generation = 0
         self._threads: list[threading.Thread] = []
-        self._next_feed = 0
+        self._picker = FeedPicker(feeds)
         self.busy_since: float | None = None
         self._invoke_est_s = 0.0  # running means: is there time to refresh the ready frame?
         self._prep_est_s = 0.0
@@ -224,7 +226,7 @@ class ModelWorker:
 
         False when there was no new frame to take.
         """
-        picked = self._take() if feed is None else self._take_from(feed)
+        picked = self._picker.newest() if feed is None else take_from(feed)
         if picked is None:
             return False
         try:
@@ -236,19 +238,6 @@ class ModelWorker:
             picked[0].ring.release(picked[0].consumer)
             self._failed(exc, "preprocess")
         return True
-
-    def _take_from(self, feed: Feed) -> tuple[Feed, Frame] | None:
-        frame = feed.ring.take(feed.consumer)
-        return None if frame is None else (feed, frame)
-
-    def _take(self) -> tuple[Feed, Frame] | None:
-        count = len(self.feeds)
-        for i in range(count):
-            picked = self._take_from(self.feeds[(self._next_feed + i) % count])
-            if picked is not None:
-                self._next_feed = (self._next_feed + i + 1) % count
-                return picked
-        return None
 
     def _prepare(
         self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int
@@ -295,27 +284,39 @@ class ModelWorker:
             if self._pending is not None:
                 self._apply_pending()
             inputs.infer_wake.clear()
-            prepared = inputs.take()
+            # The take and the outputs queued last round wake the prepost thread only just
+            # before the next invoke (which releases the GIL): woken earlier, it would take
+            # the GIL while this thread still needs it to start the invoke.
+            prepared = inputs.take(wake=False)
             if prepared is None:
+                inputs.wake_prep()
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue
             try:
-                inferred = self._invoke(prepared, generation, cpu)
+                inferred = self._invoke(prepared, generation, cpu, wake=inputs.wake_prep)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
                 self._failed(exc, "inference")
                 continue
             prepared.infer_cpu_ns = cpu.take()  # before the hand-off: post reads it
-            dropped = self._post.put(inferred) if inferred is not None else None
+            dropped = self._post.put(inferred, wake=False) if inferred is not None else None
             if dropped is not None:
                 dropped.prepared.feed.discarded += 1
 
-    def _invoke(self, prepared: Prepared, generation: int, cpu: CpuMeter) -> Inferred | None:
+    def _invoke(
+        self,
+        prepared: Prepared,
+        generation: int,
+        cpu: CpuMeter,
+        wake: Callable[[], None] | None = None,
+    ) -> Inferred | None:
         start = time.monotonic()
         self.busy_since = start
+        if wake is not None:
+            wake()
         cpu_start = time.thread_time_ns()
         outputs = prepared.loaded.backend.infer(prepared.tensor)
         invoke_cpu_ns = time.thread_time_ns() - cpu_start
@@ -338,7 +339,7 @@ class ModelWorker:
                 self._apply_pending()
             self._inputs.prep_wake.clear()
             loaded = self.loaded
-            picked = None if loaded is None else self._take()
+            picked = None if loaded is None else self._picker.newest()
             if picked is None or loaded is None:
                 self._inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue

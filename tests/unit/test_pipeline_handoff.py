@@ -1,4 +1,4 @@
-"""Hand-offs between prep, infer and post threads, on a real TFLite model's input buffers."""
+"""Hand-offs between the prepost and infer threads, on a real TFLite model's input buffers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from agent.pipeline.handoff import (
     REFRESH_MIN_AGE_S,
     REFRESH_MIN_S,
     Feed,
+    FeedPicker,
     Inferred,
     InputBuffers,
     PostQueue,
@@ -94,6 +95,42 @@ def test_post_queue_drops_oldest_and_counts(loaded):
     assert queue.put(items[2]) is items[0]  # never blocks: the oldest goes
     assert queue.dropped == 1
     assert [queue.get(), queue.get(), queue.get()] == [items[1], items[2], None]
+
+
+def test_wakes_can_wait_for_the_invoke_and_a_put_sets_the_decoders_events(loaded):
+    buffers = InputBuffers()
+    feed = Feed(FrameRing("cam"), 0, Debouncer(1), None)
+    buffers.offer(_prepared(buffers, loaded, feed))
+    buffers.prep_wake.clear()
+    taken = buffers.take(wake=False)  # the inference thread wakes prepost just before invoke
+    assert taken is not None
+    assert not buffers.prep_wake.is_set()
+    assert not buffers.taken_wake.is_set()
+    buffers.wake_prep()
+    assert buffers.prep_wake.is_set()
+    assert buffers.taken_wake.is_set()
+    buffers.prep_wake.clear()
+    buffers.taken_wake.clear()
+    queue = PostQueue(wakes=(buffers.prep_wake, buffers.taken_wake))
+    queue.put(Inferred(taken, [], 0.0, 0.0), wake=False)
+    assert not buffers.prep_wake.is_set()
+    queue.put(Inferred(taken, [], 0.0, 0.0))
+    assert buffers.prep_wake.is_set()
+    assert buffers.taken_wake.is_set()
+
+
+def test_cameras_are_taken_in_turn_and_an_idle_one_is_skipped():
+    rings = [FrameRing(name) for name in ("a", "b", "c")]
+    picker = FeedPicker([Feed(ring, 0, Debouncer(1), None) for ring in rings])
+    image = np.zeros((2, 2, 3), np.uint8)
+    taken = []
+    for _ in range(2):
+        for ring in rings[:2]:  # c publishes nothing
+            ring.publish(image)
+        for _ in range(3):
+            picked = picker.newest()
+            taken.append(None if picked is None else picked[1].camera)
+    assert taken == ["a", "b", None, "a", "b", None]
 
 
 def test_refresh_only_when_a_newer_frame_can_be_ready_before_the_model_is_free():
