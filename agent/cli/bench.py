@@ -112,7 +112,8 @@ def _print_human(result: dict[str, Any]) -> None:
     print(
         f"pipeline {pipe['ips']:8.1f} inferences/s  "
         f"capture->event p50 {pipe['latency_ms']['p50']:.3f} ms  "
-        f"p95 {pipe['latency_ms']['p95']:.3f} ms  (source {pipe['capture_fps']:.0f} fps)"
+        f"p95 {pipe['latency_ms']['p95']:.3f} ms  "
+        f"({result['source']} source {pipe['capture_fps']:.0f} fps)"
     )
     print(
         f"ratio    {result['ratio']:.3f}  median of {result['rounds']} rounds "
