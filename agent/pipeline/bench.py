@@ -202,7 +202,7 @@ class PipelineTally:
             "handoff_ms": summarise(self.handoff_ms),
             "capture_age_ms": summarise(self.capture_age_ms),
             "overhead_cpu_us": summarise(self.overhead_cpu_us),
-            # Per thread: prep, inference outside invoke, post (each thread's own CPU clock).
+            # Per stage: prep, inference outside invoke, post (each thread its own CPU clock).
             "cpu_us_by_stage": {
                 "prep": summarise(self.prep_cpu_us),
                 "infer": summarise(self.infer_cpu_us),
