@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-# Longer than the gaps between devices' first asks measured with 100 device processes on
-# 2 cores (docs/benchmarks.md); a gap this long means the rest are not coming soon.
-QUIET_S = 0.3
+# Above the longest gap between two devices' first chunk requests measured with 200 device
+# processes on 2 cores (0.47 and 0.62 s, docs/benchmarks.md; 0.3 s let 146 of 200 in late).
+QUIET_S = 1.0
 # Under the devices' 5 s stall timer, so no device asks again while its chunks are held.
 MAX_S = 4.0
 
