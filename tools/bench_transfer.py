@@ -42,11 +42,14 @@ sys.path.insert(0, str(REPO))
 from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
 from bench_transfer_fanout import broker_bytes_out, raw_fanout  # noqa: E402 - tools/ sibling
 from bench_transfer_figures import arrivals, fanout_figures, fleet_figures, phases  # noqa: E402
-from bench_transfer_sim import TERMINAL, DeviceGroup, device_process  # noqa: E402 - tools/ sibling
+from bench_transfer_sim import (  # noqa: E402 - tools/ sibling
+    TERMINAL,
+    DeviceGroup,
+    device_process,
+    make_bundle,
+)
 
-from agent.fleet.bundle import BundleSpec, create_bundle  # noqa: E402 - after sys.path
 from agent.fleet.chunkserver import ChunkServer  # noqa: E402
-from agent.fleet.keys import init_keys  # noqa: E402
 from agent.fleet.mqttclient import FleetClient  # noqa: E402
 from agent.fleet.served import load_bundle  # noqa: E402
 from agent.fleet.startwait import MAX_S, QUIET_S  # noqa: E402
@@ -118,23 +121,6 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
         "start": arrivals(server.first_asks(served.deployment_id), stats.start_held_s),
     }
     print(json.dumps(doc))
-
-
-def make_bundle(work: Path, mb: float, chunk_size: int) -> Path:
-    keys = work / "keys"
-    init_keys(keys)
-    model = work / "model.tflite"
-    model.write_bytes(os.urandom(int(mb * 1024 * 1024)))
-    spec = BundleSpec(
-        model=model,
-        slot="detector",
-        fleet=FLEET,
-        manifest_version=1,
-        release=1,
-        chunk_size=chunk_size,
-    )
-    create_bundle(spec, keys, work / "bundle")
-    return work / "bundle"
 
 
 def run_devices(url: str, bundle: Path, work: Path, names: list[str]) -> dict[str, Any]:
@@ -330,7 +316,7 @@ def main() -> int:
     broker.start()
     load_start = os.getloadavg()[0]
     try:
-        bundle = make_bundle(work, args.mb, args.chunk_size)
+        bundle = make_bundle(work, args.mb, args.chunk_size, FLEET)
         size = args.chunk_size + HEADER_BYTES
         if args.mode == "e2e":
             count = max(64, int(args.mb * 1024 * 1024 / args.chunk_size))

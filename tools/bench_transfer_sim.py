@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.fleet.bundle import BundleSpec, create_bundle
+from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.update.store.installer import Installer
 from agent.update.store.outcome import InstallResult
@@ -203,3 +206,21 @@ def device_process(args: argparse.Namespace) -> None:
     group.close()
     print(json.dumps({"cpu_s": cpu_s, "devices": group.report()}), flush=True)
     sys.stdout.flush()
+
+
+def make_bundle(work: Path, mb: float, chunk_size: int, fleet: str) -> Path:
+    """A signed bundle of a random ``mb`` MB model in ``work/bundle``, keys in ``work/keys``."""
+    keys = work / "keys"
+    init_keys(keys)
+    model = work / "model.tflite"
+    model.write_bytes(os.urandom(int(mb * 1024 * 1024)))
+    spec = BundleSpec(
+        model=model,
+        slot="detector",
+        fleet=fleet,
+        manifest_version=1,
+        release=1,
+        chunk_size=chunk_size,
+    )
+    create_bundle(spec, keys, work / "bundle")
+    return work / "bundle"
