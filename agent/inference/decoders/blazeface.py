@@ -58,6 +58,15 @@ def anchors_for(input_size: int, num_anchors: int) -> FloatArray:
     return anchors
 
 
+@functools.lru_cache(maxsize=8)
+def anchor_corners_for(input_size: int, num_anchors: int) -> FloatArray:
+    """[num_anchors, 4] anchor centres as x, y, x, y: the offset of every decoded box."""
+    anchors = anchors_for(input_size, num_anchors)
+    corners = np.concatenate([anchors, anchors], axis=1)
+    corners.setflags(write=False)
+    return corners
+
+
 class BlazeFaceDecoder:
     """Raw outputs → face boxes in frame pixels, with few numpy calls per frame.
 
@@ -75,29 +84,17 @@ class BlazeFaceDecoder:
         label: str = "face",
     ) -> None:
         self._size = input_size
-        self._threshold = score_threshold
         clipped = min(max(score_threshold, 1e-6), 1 - 1e-6)
         self._logit_threshold = float(np.log(clipped / (1 - clipped)))
         self._iou = iou_threshold
         self._max = max_detections
         self._label = label
-        self._labels = {0: label}
         # cx, cy, w, h (pixels of the input) → x1, y1, x2, y2 (normalised), as one product.
         k = 1.0 / input_size
         self._to_corners = np.array(
             [[k, 0, k, 0], [0, k, 0, k], [-k / 2, 0, k / 2, 0], [0, -k / 2, 0, k / 2]],
             np.float32,
         )
-        self._anchor_corners: FloatArray | None = None
-
-    def _corners_of_anchors(self, count: int) -> FloatArray:
-        """[count, 4] anchor centres as x, y, x, y: the offset of every decoded box."""
-        table = self._anchor_corners
-        if table is None or table.shape[0] != count:
-            anchors = anchors_for(self._size, count)
-            table = np.ascontiguousarray(np.concatenate([anchors, anchors], axis=1))
-            self._anchor_corners = table
-        return table
 
     def decode_normalised(
         self, regressors: FloatArray, logits: FloatArray
@@ -116,7 +113,7 @@ class BlazeFaceDecoder:
         keep = np.flatnonzero(flat_logits >= self._logit_threshold)
         # No clip needed: every kept logit is above the threshold's, so exp cannot overflow.
         scores = (1.0 / (1.0 + np.exp(-flat_logits[keep]))).astype(np.float32, copy=False)
-        corners = self._corners_of_anchors(raw.shape[0])
+        corners = anchor_corners_for(self._size, raw.shape[0])
         boxes = raw[keep, :4] @ self._to_corners + corners[keep]
         return boxes.astype(np.float32, copy=False), scores
 
