@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,65 +22,89 @@ from tests.support.mosquitto import MosquittoBroker
 pytestmark = pytest.mark.broker
 
 
-def test_guard_skips_listeners_that_saw_it_and_hold_shares_resends(
-    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
-) -> None:
-    init_keys(tmp_path / "keys")
-    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
-    dep = served.deployment_id
-    seen: list[int] = []
-    lock = threading.Lock()
+class Stream:
+    """A chunk server on a real broker, the frames it streams, and a client to ask from."""
 
-    def on_frame(_topic: str, payload: bytes) -> None:
+    def __init__(self, dep: str, server: ChunkServer, devices: FleetClient) -> None:
+        self.dep = dep
+        self.server = server
+        self._devices = devices
+        self._frames: list[tuple[FrameKind, int]] = []
+        self._lock = threading.Lock()
+
+    def on_frame(self, _topic: str, payload: bytes) -> None:
         frame = decode_frame(payload)
-        if frame.kind is FrameKind.CHUNK:
-            with lock:
-                seen.append(frame.index)
+        with self._lock:
+            self._frames.append((frame.kind, frame.index))
 
+    def ask(self, device: str, request: ChunkRequest) -> None:
+        self._devices.publish(TOPICS.request(device, self.dep), request.encode())
+
+    def count(self, kind: FrameKind, index: int | None = None) -> int:
+        with self._lock:
+            return sum(1 for k, i in self._frames if k is kind and index in (None, i))
+
+    def wait_for(self, kind: FrameKind, n: int, index: int | None = None) -> int:
+        """Up to 5 s for ``n`` frames of ``kind`` (of chunk ``index``); how many came."""
+        deadline = time.monotonic() + 5
+        while self.count(kind, index) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.count(kind, index)
+
+
+@contextlib.contextmanager
+def streaming(
+    mosquitto: MosquittoBroker, tmp_path: Path, model: Path, **server_options: Any
+) -> Iterator[Stream]:
+    """A signed bundle served by a started ``ChunkServer``; stopped and disconnected after."""
+    init_keys(tmp_path / "keys")
+    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", model, 1))
     watcher = FleetClient(mosquitto.url).connect()
-    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
     server_client = FleetClient(mosquitto.url).connect()
     devices = FleetClient(mosquitto.url).connect()
     stop = threading.Event()
-    server = ChunkServer(
-        server_client, TOPICS, [served], stop, resend_guard_s=5.0, resend_hold_s=0.3
-    )
+    server = ChunkServer(server_client, TOPICS, [served], stop, **server_options)
+    stream = Stream(served.deployment_id, server, devices)
+    watcher.subscribe(TOPICS.stream(FLEET, stream.dep), stream.on_frame)
     server.start()
     time.sleep(0.3)  # SUBACKs
-
-    def ask(device: str, listener: int) -> None:
-        request = ChunkRequest(chunks=((0, 0),), listener=listener)
-        devices.publish(TOPICS.request(device, dep), request.encode())
-
-    def copies() -> int:
-        with lock:
-            return seen.count(0)
-
     try:
-        ask("cam-a", 1)
-        deadline = time.monotonic() + 5
-        while copies() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert copies() == 1
-        ask("cam-a", 1)  # listening when it went out: in its backlog, not sent again
-        time.sleep(0.6)
-        assert copies() == 1
-        assert server.stats.skipped_recent >= 1
-        # Two devices that subscribed later ask within the hold: one shared re-send.
-        ask("cam-b", 2)
-        time.sleep(0.1)  # a separate batch, still inside cam-b's hold
-        ask("cam-c", 3)
-        deadline = time.monotonic() + 5
-        while copies() < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.6)
-        assert copies() == 2
-        assert server.stats.held == 2  # both asked for it; one copy went out
+        yield stream
     finally:
         stop.set()
         server.join()
         for client in (watcher, server_client, devices):
             client.close()
+
+
+def test_guard_skips_listeners_that_saw_it_and_hold_shares_resends(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    with streaming(
+        mosquitto, tmp_path, short_range_model, resend_guard_s=5.0, resend_hold_s=0.3
+    ) as stream:
+
+        def ask(device: str, listener: int) -> None:
+            stream.ask(device, ChunkRequest(chunks=((0, 0),), listener=listener))
+
+        def copies() -> int:
+            return stream.count(FrameKind.CHUNK, index=0)
+
+        ask("cam-a", 1)
+        stream.wait_for(FrameKind.CHUNK, 1, index=0)
+        assert copies() == 1
+        ask("cam-a", 1)  # listening when it went out: in its backlog, not sent again
+        time.sleep(0.6)
+        assert copies() == 1
+        assert stream.server.stats.skipped_recent >= 1
+        # Two devices that subscribed later ask within the hold: one shared re-send.
+        ask("cam-b", 2)
+        time.sleep(0.1)  # a separate batch, still inside cam-b's hold
+        ask("cam-c", 3)
+        stream.wait_for(FrameKind.CHUNK, 2, index=0)
+        time.sleep(0.6)
+        assert copies() == 2
+        assert stream.server.stats.held == 2  # both asked for it; one copy went out
 
 
 def test_served_chunk_frames_are_read_into_place_with_index_digests(
@@ -105,158 +132,75 @@ def test_first_chunks_wait_until_every_targeted_device_listens(
     mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
 ) -> None:
     """Publish knows its targets: the first window goes out once, when all of them listen."""
-    init_keys(tmp_path / "keys")
-    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
-    dep = served.deployment_id
-    seen: list[tuple[FrameKind, int]] = []
-    lock = threading.Lock()
-
-    def on_frame(_topic: str, payload: bytes) -> None:
-        frame = decode_frame(payload)
-        if frame.kind in (FrameKind.CHUNK, FrameKind.INDEX):
-            with lock:
-                seen.append((frame.kind, frame.index))
-
-    def count(kind: FrameKind) -> int:
-        with lock:
-            return sum(1 for k, _ in seen if k is kind)
-
-    def wait_for(kind: FrameKind, n: int) -> None:
-        deadline = time.monotonic() + 5
-        while count(kind) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    watcher = FleetClient(mosquitto.url).connect()
-    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
-    server_client = FleetClient(mosquitto.url).connect()
-    devices = FleetClient(mosquitto.url).connect()
-    stop = threading.Event()
-    waiting = ChunkServer(
-        server_client,
-        TOPICS,
-        [served],
-        stop,
+    with streaming(
+        mosquitto,
+        tmp_path,
+        short_range_model,
         expect_devices=["cam-a", "cam-b", "cam-gone"],
         start_wait_s=1.5,
         start_quiet_s=60,  # the cap decides here; the quiet rule has its own test below
-    )
-    waiting.start()
-    time.sleep(0.3)  # SUBACKs
-
-    def ask(device: str, listener: int, request: ChunkRequest) -> None:
-        devices.publish(TOPICS.request(device, dep), request.encode())
-
-    try:
-        ask("cam-a", 1, ChunkRequest(chunks=((0, 0),), indexes=(0,), listener=1))
-        wait_for(FrameKind.INDEX, 1)
-        assert count(FrameKind.INDEX) == 1  # the small index is never held back
+    ) as stream:
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), indexes=(0,), listener=1))
+        stream.wait_for(FrameKind.INDEX, 1)
+        assert stream.count(FrameKind.INDEX) == 1  # the small index is never held back
         time.sleep(0.3)
-        assert count(FrameKind.CHUNK) == 0  # cam-b and cam-gone have not asked yet
-        ask("cam-b", 2, ChunkRequest(chunks=((0, 0),), listener=2))
+        assert stream.count(FrameKind.CHUNK) == 0  # cam-b and cam-gone have not asked yet
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 0),), listener=2))
         time.sleep(0.3)
-        assert count(FrameKind.CHUNK) == 0  # cam-gone is targeted too
+        assert stream.count(FrameKind.CHUNK) == 0  # cam-gone is targeted too
         # cam-gone never asks: the wait ends at start_wait_s and chunk 0 goes out once.
-        wait_for(FrameKind.CHUNK, 1)
+        stream.wait_for(FrameKind.CHUNK, 1)
         time.sleep(0.3)
-        assert count(FrameKind.CHUNK) == 1
-        assert waiting.stats.resent == 0
-    finally:
-        stop.set()
-        waiting.join()
-        for client in (watcher, server_client, devices):
-            client.close()
+        assert stream.count(FrameKind.CHUNK) == 1
+        assert stream.server.stats.resent == 0
 
 
 def test_first_chunks_go_as_soon_as_the_last_targeted_device_asks(
     mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
 ) -> None:
-    init_keys(tmp_path / "keys")
-    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
-    dep = served.deployment_id
-    chunks: list[int] = []
-    watcher = FleetClient(mosquitto.url).connect()
-    watcher.subscribe(
-        TOPICS.stream(FLEET, dep),
-        lambda _t, p: chunks.append(1) if decode_frame(p).kind is FrameKind.CHUNK else None,
-    )
-    server_client = FleetClient(mosquitto.url).connect()
-    devices = FleetClient(mosquitto.url).connect()
-    stop = threading.Event()
-    server = ChunkServer(
-        server_client,
-        TOPICS,
-        [served],
-        stop,
+    with streaming(
+        mosquitto,
+        tmp_path,
+        short_range_model,
         expect_devices=["cam-a", "cam-b"],
         start_wait_s=60,
         start_quiet_s=60,
-    )
-    server.start()
-    time.sleep(0.3)  # SUBACKs
-    try:
+    ) as stream:
         request = ChunkRequest(chunks=((0, 0), (0, 1)), listener=1)
-        devices.publish(TOPICS.request("cam-a", dep), request.encode())
+        stream.ask("cam-a", request)
         time.sleep(0.5)
-        assert chunks == []
-        devices.publish(TOPICS.request("cam-b", dep), request.encode())
-        deadline = time.monotonic() + 5  # far below the 60 s cap: cam-b's request did it
-        while len(chunks) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert stream.count(FrameKind.CHUNK) == 0
+        stream.ask("cam-b", request)
+        # Within 5 s, far below the 60 s cap: cam-b's request did it.
+        stream.wait_for(FrameKind.CHUNK, 2)
         time.sleep(0.3)
-        assert len(chunks) == 2  # each chunk once, for both devices
-    finally:
-        stop.set()
-        server.join()
-        for client in (watcher, server_client, devices):
-            client.close()
+        assert stream.count(FrameKind.CHUNK) == 2  # each chunk once, for both devices
 
 
 def test_first_chunks_wait_while_targeted_devices_keep_arriving(
     mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
 ) -> None:
     """An offline target costs the quiet period after the last arrival, not the cap."""
-    init_keys(tmp_path / "keys")
-    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
-    dep = served.deployment_id
-    chunks: list[int] = []
-    watcher = FleetClient(mosquitto.url).connect()
-    watcher.subscribe(
-        TOPICS.stream(FLEET, dep),
-        lambda _t, p: chunks.append(1) if decode_frame(p).kind is FrameKind.CHUNK else None,
-    )
-    server_client = FleetClient(mosquitto.url).connect()
-    devices = FleetClient(mosquitto.url).connect()
-    stop = threading.Event()
-    server = ChunkServer(
-        server_client,
-        TOPICS,
-        [served],
-        stop,
+    with streaming(
+        mosquitto,
+        tmp_path,
+        short_range_model,
         expect_devices=["cam-a", "cam-b", "cam-gone"],
         start_wait_s=60,
         start_quiet_s=1.2,
-    )
-    server.start()
-    time.sleep(0.3)  # SUBACKs
-    try:
+    ) as stream:
         request = ChunkRequest(chunks=((0, 0),), listener=1)
-        devices.publish(TOPICS.request("cam-a", dep), request.encode())
+        stream.ask("cam-a", request)
         time.sleep(0.6)
-        devices.publish(TOPICS.request("cam-b", dep), request.encode())
+        stream.ask("cam-b", request)
         time.sleep(0.9)  # past cam-a's quiet period, within cam-b's: cam-b's arrival extended it
-        assert chunks == []
-        deadline = time.monotonic() + 5  # far below the 60 s cap: the quiet period ended it
-        while not chunks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert stream.count(FrameKind.CHUNK) == 0
+        # Within 5 s, far below the 60 s cap: the quiet period ended it.
+        stream.wait_for(FrameKind.CHUNK, 1)
         time.sleep(0.3)
-        assert len(chunks) == 1  # chunk 0 once, for both devices
-        assert server.stats.start_listening == 2
-        assert server.stats.resent == 0
-    finally:
-        stop.set()
-        server.join()
-        for client in (watcher, server_client, devices):
-            client.close()
+        assert stream.count(FrameKind.CHUNK) == 1  # chunk 0 once, for both devices
+        assert stream.server.stats.start_listening == 2
+        assert stream.server.stats.resent == 0
 
 
 def test_a_device_listens_to_chunks_from_its_first_chunk_request(
@@ -267,51 +211,14 @@ def test_a_device_listens_to_chunks_from_its_first_chunk_request(
     cam-a asked for the index first; chunk 0 then went out for cam-b before cam-a asked
     for chunks. The resend guard must not count cam-a as having been sent chunk 0.
     """
-    init_keys(tmp_path / "keys")
-    served = load_bundle(make_bundle(tmp_path / "keys", tmp_path / "b", short_range_model, 1))
-    dep = served.deployment_id
-    seen: list[FrameKind] = []
-    lock = threading.Lock()
-
-    def on_frame(_topic: str, payload: bytes) -> None:
-        with lock:
-            seen.append(decode_frame(payload).kind)
-
-    def wait_for(kind: FrameKind, n: int) -> int:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with lock:
-                if seen.count(kind) >= n:
-                    break
-            time.sleep(0.01)
-        with lock:
-            return seen.count(kind)
-
-    watcher = FleetClient(mosquitto.url).connect()
-    watcher.subscribe(TOPICS.stream(FLEET, dep), on_frame)
-    server_client = FleetClient(mosquitto.url).connect()
-    devices = FleetClient(mosquitto.url).connect()
-    stop = threading.Event()
-    server = ChunkServer(
-        server_client, TOPICS, [served], stop, resend_guard_s=30.0, resend_hold_s=0.1
-    )
-    server.start()
-    time.sleep(0.3)  # SUBACKs
-    try:
-        devices.publish(
-            TOPICS.request("cam-a", dep), ChunkRequest(indexes=(0,), listener=1).encode()
-        )
-        assert wait_for(FrameKind.INDEX, 1) == 1
-        request = ChunkRequest(chunks=((0, 0),), listener=2)
-        devices.publish(TOPICS.request("cam-b", dep), request.encode())
-        assert wait_for(FrameKind.CHUNK, 1) == 1
+    with streaming(
+        mosquitto, tmp_path, short_range_model, resend_guard_s=30.0, resend_hold_s=0.1
+    ) as stream:
+        stream.ask("cam-a", ChunkRequest(indexes=(0,), listener=1))
+        assert stream.wait_for(FrameKind.INDEX, 1) == 1
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 0),), listener=2))
+        assert stream.wait_for(FrameKind.CHUNK, 1) == 1
         # cam-a's index is whole now; it asks for chunk 0 with the same listener token.
-        request = ChunkRequest(chunks=((0, 0),), listener=1)
-        devices.publish(TOPICS.request("cam-a", dep), request.encode())
-        assert wait_for(FrameKind.CHUNK, 2) == 2  # served again, after the resend hold
-        assert server.stats.skipped_recent == 0
-    finally:
-        stop.set()
-        server.join()
-        for client in (watcher, server_client, devices):
-            client.close()
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1))
+        assert stream.wait_for(FrameKind.CHUNK, 2) == 2  # served again, after the resend hold
+        assert stream.server.stats.skipped_recent == 0
