@@ -88,6 +88,18 @@ class WindowPlanner:
         room = self.limits.window - len(self.in_flight)
         return not self.in_flight or room >= min(self.limits.min_batch, self.limits.window)
 
+    def next_due_s(self) -> float:
+        """When ``plan`` may next ask for something though no frame arrives.
+
+        The earliest stall (or deferred stall) expiry, else the deadline. Arrivals that free
+        window slots wake the driver themselves (``wants_plan``), so between them it need
+        not tick at all.
+        """
+        due = self.started_s + self.limits.deadline_s
+        if self.in_flight:
+            due = min(due, min(self.in_flight.values()) + self.limits.stall_s)
+        return due
+
     def saw_frame(self, now_s: float) -> None:
         """Any frame on the stream (duplicates, acks, chunks for others): the stream is busy."""
         self.last_frame_s = now_s

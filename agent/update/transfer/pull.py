@@ -29,6 +29,16 @@ from agent.update.trust.verify import Verified
 
 log = get_logger(__name__)
 MAX_QUIET_REPORT_S = 60.0  # progress report period once nothing has arrived for a while
+# The driver sleeps until its next stall expiry or progress report (arrivals that free the
+# window wake it), within these bounds: at most 20 wake-ups a second, as the fixed 50 ms
+# poll it replaces, and a look at ``stop``/``superseded`` at least once a second.
+MIN_WAIT_S = 0.05
+MAX_WAIT_S = 1.0
+
+
+def driver_wait_s(now_s: float, *dues_s: float) -> float:
+    """How long the transfer driver may sleep: until the earliest due time, clamped."""
+    return min(MAX_WAIT_S, max(MIN_WAIT_S, min(dues_s, default=now_s) - now_s))
 
 
 class StreamPull:
@@ -182,7 +192,10 @@ class StreamPull:
                     self._reporter.report(
                         dep, "downloading", progress=dataclasses.asdict(progress), **common
                     )
-                self._frames.wait(0.05)
+                # No fixed poll: stall expiries are known in advance, and a rollout on a busy
+                # fleet lasts many seconds of idle ticks otherwise (issue 19.3).
+                now = self._clock.monotonic_s()
+                self._frames.wait(driver_wait_s(now, session.next_due_s(), last_progress + every_s))
                 self._frames.clear()
             return None
         finally:

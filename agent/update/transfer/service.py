@@ -138,6 +138,7 @@ class UpdateService:
         with self._lock:
             self._deploys[slot] = payload
         self._wake.set()
+        self.pull.wake()  # a transfer in progress checks at once whether this supersedes it
 
     # --- worker -------------------------------------------------------------------------
 

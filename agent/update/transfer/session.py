@@ -190,6 +190,11 @@ class TransferSession:
         """A tick now could send a request or finish (the driver need not wake otherwise)."""
         return self.parts is None or self.parts.bitmap.complete or self._planner.wants_plan
 
+    def next_due_s(self) -> float:
+        """When a tick could ask for something though no frame arrives (a stall, the deadline)."""
+        with self._lock:
+            return self._planner.next_due_s()
+
     def tick(self, now_s: float) -> Tick:
         """What to request now; raises DownloadError when the transfer cannot finish."""
         with self._lock:
