@@ -143,9 +143,11 @@ def run_devices(url: str, bundle: Path, work: Path, names: list[str]) -> dict[st
     cpu_start = time.process_time()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), served.envelope_bytes, retain=True)
     group.wait(600)
-    elapsed = time.monotonic() - start
     cpu_s = time.process_time() - cpu_start
     devices = group.report()
+    # Publish -> the device's terminal op state, as the fleet run measures (the raw run ends
+    # at its receiver's last byte, not when a waiting loop notices it).
+    elapsed = phases(devices, start)["done"] or time.monotonic() - start
     group.close()
     server_stats = server.finish()
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)

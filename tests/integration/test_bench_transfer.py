@@ -51,3 +51,17 @@ def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
     assert projection["seconds"] == pytest.approx(
         max(projection[t] for t in terms) + projection["install_s"], abs=0.002
     )
+
+
+def test_e2e_ends_at_the_devices_terminal_op_state() -> None:
+    """e2e time runs to the device's own terminal op state, as the fleet's does.
+
+    Before, it ended when a 20 ms polling loop noticed the result (up to 20 ms late on a
+    ~0.2 s run), while the raw denominator ends at its receiver's last byte.
+    """
+    cmd = [sys.executable, str(TOOL), "e2e", "--mb", "0.5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(done.stdout)
+    assert doc["ok"] == 1
+    assert doc["seconds"] == doc["phases_s"]["done"]
+    assert doc["phases_s"]["installing"] <= doc["seconds"]
