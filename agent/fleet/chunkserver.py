@@ -30,6 +30,9 @@ Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on eit
 leg; a lost chunk is re-requested by the device's stall timer). After every batch a
 tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
 chunk-sized messages shows as "acks but no chunks" on the device, not a silent stall.
+Its payload names the ``(listener, seq)`` of every request the batch answered (sent,
+skipped by the guard or held for a re-send): a device that has read it knows that what
+it still lacks of that request was lost, and one that has not is merely behind.
 """
 
 from __future__ import annotations
@@ -45,7 +48,16 @@ from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import ServedBundle
 from agent.fleet.startwait import MAX_S, QUIET_S, StartWait, start_hold_until
 from agent.log import get_logger
-from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_request, encode_frame
+from agent.update.transfer.wire import (
+    MAX_ANSWERED,
+    FrameError,
+    FrameKind,
+    Topics,
+    answerable,
+    decode_request,
+    encode_answered,
+    encode_frame,
+)
 
 log = get_logger(__name__)
 
@@ -109,6 +121,8 @@ class ChunkServer:
         self._held: dict[str, dict[Item, tuple[float, float]]] = {}
         # Per deployment: wanted item -> the latest "listening since" among its requesters.
         self._pending: dict[str, dict[Item, float]] = {}
+        # Per deployment: (listener, seq) of the requests pooled in _pending (ack payload).
+        self._asked: dict[str, list[tuple[int, int]]] = {}
         self._last_sent: dict[tuple[str, Item], float] = {}
         self._listening: dict[Listener, float] = {}
         self._lock = threading.Lock()
@@ -162,6 +176,9 @@ class ChunkServer:
             if request.chunks:  # ready for chunks: what the start wait waits for
                 self._first_asks.setdefault(deployment_id, {}).setdefault(device, now)
             pending = self._pending.setdefault(deployment_id, {})
+            pair = answerable(request)
+            if pair is not None:
+                self._asked.setdefault(deployment_id, []).append(pair)
             for kind, items in wanted.items():
                 if not items:
                     continue
@@ -204,8 +221,14 @@ class ChunkServer:
         self.stats.start_held_s = now - min(asks.values(), default=now)
         self.stats.start_listening = len(self._expect & asks.keys())
 
-    def _keep_waiting(self, batch: dict[str, dict[Item, float]], now: float) -> None:
-        """Put the chunks of deployments still waiting back (caller holds the lock)."""
+    def _keep_waiting(
+        self,
+        batch: dict[str, dict[Item, float]],
+        asked: dict[str, list[tuple[int, int]]],
+        now: float,
+    ) -> None:
+        """Put the chunks of deployments still waiting back, and their requests' names
+        (answered once the chunks go out; caller holds the lock)."""
         for deployment_id, items in batch.items():
             chunks = [item for item in items if item[0] == FrameKind.CHUNK]
             if not chunks:
@@ -215,6 +238,7 @@ class ChunkServer:
             if self._hold_until(deployment_id, now) is None:
                 self._start_streaming(deployment_id, now)
                 continue
+            self._asked.setdefault(deployment_id, []).extend(asked.pop(deployment_id, []))
             back = self._pending.setdefault(deployment_id, {})
             for item in chunks:
                 since = items.pop(item)
@@ -251,18 +275,24 @@ class ChunkServer:
             with self._lock:
                 released |= self._release_due(time.monotonic())
                 pending, self._pending = self._pending, {}
-                self._keep_waiting(pending, time.monotonic())
+                asked, self._asked = self._asked, {}
+                self._keep_waiting(pending, asked, time.monotonic())
             for deployment_id, items in pending.items():
                 if not items:
                     continue
                 try:
-                    self._serve(self._bundles[deployment_id], items, released)
+                    answered = asked.get(deployment_id, [])
+                    self._serve(self._bundles[deployment_id], items, released, answered)
                 except Exception as exc:
                     log.exception("chunk_serve_failed", deployment=deployment_id, error=str(exc))
             idle_since = time.monotonic()
 
     def _serve(
-        self, bundle: ServedBundle, items: dict[Item, float], released: set[tuple[str, Item]]
+        self,
+        bundle: ServedBundle,
+        items: dict[Item, float],
+        released: set[tuple[str, Item]],
+        answered: list[tuple[int, int]],
     ) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
@@ -305,7 +335,11 @@ class ChunkServer:
             self.stats.last_chunk_s = time.monotonic()
         # The ack's index says how many frames this batch published: a batch the resend
         # guard or hold emptied must not look like "chunks sent, none arrived" (too_large).
-        self._client.publish(topic, encode_frame(FrameKind.ACK, 0, len(frames), b""), qos=1)
+        # Its payload names the requests answered; past MAX_ANSWERED, further acks (index 0).
+        for n, start in enumerate(range(0, max(1, len(answered)), MAX_ANSWERED)):
+            names = encode_answered(answered[start : start + MAX_ANSWERED])
+            ack = encode_frame(FrameKind.ACK, 0, len(frames) if n == 0 else 0, names)
+            self._client.publish(topic, ack, qos=1)
 
     def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> None:
         with self._lock:

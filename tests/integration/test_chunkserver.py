@@ -15,7 +15,13 @@ from agent.fleet.chunkserver import ChunkServer
 from agent.fleet.keys import init_keys
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import load_bundle
-from agent.update.transfer.wire import ChunkRequest, FrameKind, decode_frame, encode_frame
+from agent.update.transfer.wire import (
+    ChunkRequest,
+    FrameKind,
+    decode_answered,
+    decode_frame,
+    encode_frame,
+)
 from tests.integration.test_delivery import FLEET, TOPICS, make_bundle
 from tests.support.mosquitto import MosquittoBroker
 
@@ -30,12 +36,25 @@ class Stream:
         self.server = server
         self._devices = devices
         self._frames: list[tuple[FrameKind, int]] = []
+        self._answered: list[tuple[int, int]] = []  # (listener, seq) named by acks, in order
         self._lock = threading.Lock()
 
     def on_frame(self, _topic: str, payload: bytes) -> None:
         frame = decode_frame(payload)
         with self._lock:
             self._frames.append((frame.kind, frame.index))
+            if frame.kind is FrameKind.ACK:
+                self._answered += decode_answered(frame.payload)
+
+    def answered(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._answered)
+
+    def wait_answered(self, pair: tuple[int, int]) -> bool:
+        deadline = time.monotonic() + 5
+        while pair not in self.answered() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return pair in self.answered()
 
     def ask(self, device: str, request: ChunkRequest) -> None:
         self._devices.publish(TOPICS.request(device, self.dep), request.encode())
@@ -222,3 +241,34 @@ def test_a_device_listens_to_chunks_from_its_first_chunk_request(
         stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1))
         assert stream.wait_for(FrameKind.CHUNK, 2) == 2  # served again, after the resend hold
         assert stream.server.stats.skipped_recent == 0
+
+
+def test_acks_name_the_requests_each_batch_answered(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """(listener, seq) of every answered request, once: sent, skipped or held; not while the
+    start wait holds its chunks; never for a request without a number (older devices)."""
+    with streaming(
+        mosquitto,
+        tmp_path,
+        short_range_model,
+        expect_devices=["cam-a", "cam-b"],
+        start_quiet_s=5.0,
+        start_wait_s=5.0,
+    ) as stream:
+        stream.ask("cam-a", ChunkRequest(indexes=(0,), listener=1, seq=0))
+        assert stream.wait_answered((1, 0))  # index pieces are never held
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1, seq=1))
+        time.sleep(0.5)
+        assert (1, 1) not in stream.answered()  # held: cam-b, also targeted, has not asked
+        assert stream.count(FrameKind.CHUNK) == 0
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 0), (0, 1)), listener=2, seq=0))
+        assert stream.wait_answered((2, 0))
+        assert (1, 1) in stream.answered()
+        assert stream.wait_for(FrameKind.CHUNK, 2) == 2
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1, seq=2))  # in its backlog
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 1),), listener=2))  # no number
+        assert stream.wait_answered((1, 2))
+        time.sleep(0.3)
+        assert stream.count(FrameKind.CHUNK) == 2  # the guard skipped both
+        assert sorted(stream.answered()) == [(1, 0), (1, 1), (1, 2), (2, 0)]

@@ -10,6 +10,16 @@ frames (other devices' chunks, a backlog it has not read yet) is probably about 
 get what it asked for, so a stalled chunk is re-armed with a jittered delay, at most
 ``max_deferrals`` times, before it is asked again. That keeps a slow device from
 re-requesting what the stream already carried (the fleet cost of a rollout).
+
+Answered requests: requests are numbered (``Plan.seq``), and a server that names the
+requests each batch answered in its ack frame (``answered``) lets the planner tell a
+lost chunk from one still queued ahead of it. A chunk whose request's answer has been
+read and that did not come before it was lost: it is asked again ``answer_grace_s``
+later, stream busy or not, without waiting for a stall. One whose answer has not been
+read yet is in this device's backlog (a CPU-starved device lags the stream by seconds),
+or its request was lost: while the stream is busy it is deferred up to
+``max_deferrals_unanswered`` times instead of ``max_deferrals``, so a slow device stops
+re-asking for what is already on its way to it.
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ class PlannerLimits:
     # A frame seen this recently makes the stream "busy": stalls are deferred, not re-asked.
     busy_s: float = 1.0
     max_deferrals: int = 2
+    # With a server that names answered requests (see the module docstring).
+    answer_grace_s: float = 0.3
+    max_deferrals_unanswered: int = 6
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.stall_s <= 0 or self.deadline_s <= 0:
@@ -49,6 +62,7 @@ class Plan:
     verdict: Verdict
     request: list[int] = field(default_factory=list)
     stalled: bool = False
+    seq: int = 0  # the request's number (acks name it once a server has answered it)
 
 
 @dataclass(slots=True)
@@ -67,6 +81,11 @@ class WindowPlanner:
     deferred: int = 0
     last_frame_s: float = -1e18
     _deferrals: dict[int, int] = field(default_factory=dict)
+    next_seq: int = 0
+    asked_seq: dict[int, int] = field(default_factory=dict)  # in flight -> its latest request
+    answered_s: dict[int, float] = field(default_factory=dict)  # -> when its answer was read
+    attributing: bool = False  # the server names answered requests in its acks
+    lost: int = 0  # chunks asked again because their answer came without them
     # Uniform [0, 1): the jitter source (injectable so tests are deterministic).
     jitter: Callable[[], float] = random.random
 
@@ -75,8 +94,7 @@ class WindowPlanner:
 
     def arrived(self, index: int, now_s: float, fresh: bool) -> None:
         """A verified chunk arrived (``fresh``: it was missing before)."""
-        self.in_flight.pop(index, None)
-        self._deferrals.pop(index, None)
+        self._forget(index)
         self.received_this_run += 1
         self.last_frame_s = now_s
         if fresh:
@@ -88,6 +106,21 @@ class WindowPlanner:
         room = self.limits.window - len(self.in_flight)
         return not self.in_flight or room >= min(self.limits.min_batch, self.limits.window)
 
+    def answered(self, seq: int, now_s: float) -> None:
+        """An ack named request ``seq``: what it (or an earlier request) asked for and is
+        still missing did not come before that ack. Requests reach the server in order, so
+        an answered later request also means an unanswered earlier one was lost."""
+        self.attributing = True
+        for index, asked in self.asked_seq.items():
+            if asked <= seq and index not in self.answered_s:
+                self.answered_s[index] = now_s
+
+    def _forget(self, index: int) -> None:
+        self.in_flight.pop(index, None)
+        self._deferrals.pop(index, None)
+        self.asked_seq.pop(index, None)
+        self.answered_s.pop(index, None)
+
     def next_due_s(self) -> float:
         """When ``plan`` may next ask for something though no frame arrives.
 
@@ -98,6 +131,8 @@ class WindowPlanner:
         due = self.started_s + self.limits.deadline_s
         if self.in_flight:
             due = min(due, min(self.in_flight.values()) + self.limits.stall_s)
+        if self.answered_s:
+            due = min(due, min(self.answered_s.values()) + self.limits.answer_grace_s)
         return due
 
     def saw_frame(self, now_s: float) -> None:
@@ -111,41 +146,59 @@ class WindowPlanner:
         if now_s - self.started_s > self.limits.deadline_s:
             return Plan(Verdict.DEADLINE)
         stalled = False
+        # Answered without arriving: lost on the way (asked again after a short grace).
+        grace = self.limits.answer_grace_s
+        lost = [i for i, t in self.answered_s.items() if now_s - t >= grace]
         # Anything requested long ago and still missing is presumed lost (dropped by a queue
         # limit, a broker restart, or a message size limit): forget it so it is asked again.
-        expired = [i for i, t in self.in_flight.items() if now_s - t >= self.limits.stall_s]
+        expired = [
+            i
+            for i, t in self.in_flight.items()
+            if now_s - t >= self.limits.stall_s and i not in self.answered_s
+        ]
         if expired and now_s - self.last_frame_s < self.limits.busy_s:
             expired = self._defer(expired, now_s)
+        self.lost += len(lost)
+        expired += lost
         if expired:
             stalled = True
             self.stalls += 1
             for index in expired:
-                del self.in_flight[index]
-                self._deferrals.pop(index, None)
+                self._forget(index)
             if self.received_this_run == 0:
                 self.empty_stalls += 1
         for index in list(self.in_flight):
             if index in self.bitmap:  # arrived through another device's request
-                del self.in_flight[index]
+                self._forget(index)
         room = self.limits.window - len(self.in_flight)
         if room <= 0 or (self.in_flight and room < min(self.limits.min_batch, self.limits.window)):
             return Plan(Verdict.RUNNING, stalled=stalled)
         request: list[int] = []
+        seq = self.next_seq
         for index in self.bitmap.missing(limit=room + len(self.in_flight)):
             if index not in self.in_flight:
                 request.append(index)
                 self.in_flight[index] = now_s
+                self.asked_seq[index] = seq
                 if len(request) >= room:
                     break
+        if request:
+            self.next_seq += 1
         self.requested_total += len(request)
-        return Plan(Verdict.RUNNING, request=request, stalled=stalled)
+        return Plan(Verdict.RUNNING, request=request, stalled=stalled, seq=seq)
 
     def _defer(self, expired: list[int], now_s: float) -> list[int]:
         """Re-arm stalled chunks with a jittered delay while the stream is busy; the rest expire."""
         still: list[int] = []
         for index in expired:
             count = self._deferrals.get(index, 0)
-            if count >= self.limits.max_deferrals:
+            # A server that answers by name: an unanswered request is still on its way here.
+            most = (
+                self.limits.max_deferrals_unanswered
+                if self.attributing
+                else self.limits.max_deferrals
+            )
+            if count >= most:
                 still.append(index)
                 continue
             self._deferrals[index] = count + 1

@@ -21,7 +21,7 @@ from agent.update.transfer.budget import translate_os_error
 from agent.update.transfer.parts import PartFiles, WriteResult
 from agent.update.transfer.planner import PlannerLimits, Verdict, WindowPlanner
 from agent.update.transfer.table import ChunkTable
-from agent.update.transfer.wire import ChunkRequest, Frame, FrameKind
+from agent.update.transfer.wire import ChunkRequest, Frame, FrameError, FrameKind, decode_answered
 
 log = get_logger(__name__)
 
@@ -119,9 +119,32 @@ class TransferSession:
         parts = PartFiles(self.directory, table, persist_every=max(64, 4 * self.limits.window))
         parts.open()
         self.parts = parts
-        self._planner = WindowPlanner(
-            parts.bitmap, self.limits, self._planner.started_s, jitter=self._planner.jitter
+        self._planner = self._next_planner(parts.bitmap, self._planner.started_s)
+
+    def _next_planner(self, bitmap: ChunkBitmap, started_s: float) -> WindowPlanner:
+        """A planner for the next phase; request numbers go on (acks name them per listener)."""
+        old = self._planner
+        return WindowPlanner(
+            bitmap,
+            self.limits,
+            started_s,
+            jitter=old.jitter,
+            next_seq=old.next_seq,
+            attributing=old.attributing,
         )
+
+    def _on_ack(self, frame: Frame, now_s: float) -> None:
+        if frame.index > 0:  # the server published frames in that batch
+            self.acks += 1
+        if not frame.payload or self.listener is None:
+            return  # an older server: no answered requests named
+        try:
+            answered = decode_answered(frame.payload)
+        except FrameError:
+            return  # not ours to judge: the stall timer still asks again
+        mine = [seq for listener, seq in answered if listener == self.listener]
+        if mine:
+            self._planner.answered(max(mine), now_s)
 
     def _on_index_piece(self, frame: Frame, now_s: float) -> None:
         piece = frame.index
@@ -141,9 +164,7 @@ class TransferSession:
             if not self._index_ok(data):
                 # Pieces carry no per-piece hash; start the index over from scratch.
                 log.warning("transfer_index_mismatch", dir=str(self.directory))
-                self._planner = WindowPlanner(
-                    ChunkBitmap(bitmap.size), self.limits, now_s, jitter=self._planner.jitter
-                )
+                self._planner = self._next_planner(ChunkBitmap(bitmap.size), now_s)
                 return
             self._start_chunks(data, persist=True)
 
@@ -170,8 +191,7 @@ class TransferSession:
             self.frames_seen += 1
             self._planner.saw_frame(now_s)
             if frame.kind is FrameKind.ACK:
-                if frame.index > 0:  # the server published frames in that batch
-                    self.acks += 1
+                self._on_ack(frame, now_s)
                 return None
             if frame.kind is FrameKind.INDEX:
                 if self.parts is None:
@@ -224,12 +244,15 @@ class TransferSession:
             if not plan.request:
                 return Tick(None, done=False)
             if self.parts is None:
-                return Tick(
-                    ChunkRequest(indexes=tuple(plan.request), listener=self.listener), done=False
+                request = ChunkRequest(
+                    indexes=tuple(plan.request), listener=self.listener, seq=plan.seq
                 )
+                return Tick(request, done=False)
             table = self.parts.table
             chunks = tuple(table.to_local(i) for i in plan.request)
-            return Tick(ChunkRequest(chunks=chunks, listener=self.listener), done=False)
+            return Tick(
+                ChunkRequest(chunks=chunks, listener=self.listener, seq=plan.seq), done=False
+            )
 
     def finish(self) -> list[Path]:
         with self._lock:

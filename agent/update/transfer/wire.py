@@ -3,8 +3,9 @@
 Documented in docs/protocol.md. A frame is a fixed 47-byte header then the payload:
 ``b"EAC1" | kind u8 | file u16 | index u32 | length u32 | sha256 32B | payload``
 (big endian). ``kind`` 0 is chunk ``index`` of bundle file ``file``; kind 1 is
-piece ``index`` of the bundle's chunk index (``file`` 0); kind 2 is an empty
-acknowledgement. The header hash only catches transport damage early; what
+piece ``index`` of the bundle's chunk index (``file`` 0); kind 2 is an
+acknowledgement whose payload names the requests its batch answered (empty from
+older servers). The header hash only catches transport damage early; what
 decides is the chunk index bound to the signed manifest.
 """
 
@@ -21,13 +22,17 @@ MAGIC = b"EAC1"
 _HEADER = struct.Struct(">4sBHII32s")
 HEADER_BYTES = _HEADER.size
 MAX_REQUEST_ITEMS = 256
+_ANSWERED = struct.Struct(">II")  # (listener, seq) of a request an ack frame answers
+_U32 = 0xFFFFFFFF
+MAX_ANSWERED = 1024  # pairs per ack frame (8 KiB); a server names more in further acks
 
 
 class FrameKind(enum.IntEnum):
     CHUNK = 0
     INDEX = 1
-    # Empty; index = frames the server published for the batch it answers. Acks after
-    # non-empty batches with no chunk ever arriving mean a broker size limit, not no server.
+    # index = frames the server published for the batch it answers. Acks after non-empty
+    # batches with no chunk ever arriving mean a broker size limit, not no server. The
+    # payload (empty from older servers) names the requests the batch answered.
     ACK = 2
 
 
@@ -93,12 +98,16 @@ class ChunkRequest:
 
     ``listener`` is a random token per stream subscription: the server learns when this
     device started listening, so it resends a recently streamed chunk only to a device
-    that cannot have seen it (joined later), not to one that is merely behind.
+    that cannot have seen it (joined later), not to one that is merely behind. ``seq``
+    numbers the listener's requests; a server names ``(listener, seq)`` in the ack frame
+    after the batch that answered it, so the device knows, once it has read that ack,
+    that whatever it still lacks of the request was lost, not queued ahead of it.
     """
 
     chunks: tuple[tuple[int, int], ...] = ()
     indexes: tuple[int, ...] = ()
     listener: int | None = None
+    seq: int | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"chunks": [list(c) for c in self.chunks]}
@@ -106,7 +115,29 @@ class ChunkRequest:
             body["index"] = list(self.indexes)
         if self.listener is not None:
             body["s"] = self.listener
+        if self.seq is not None:
+            body["q"] = self.seq
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def answerable(request: ChunkRequest) -> tuple[int, int] | None:
+    """The ``(listener, seq)`` an ack may name for this request (None: it has no 32-bit pair)."""
+    if request.listener is None or request.seq is None:
+        return None
+    if request.listener > _U32 or request.seq > _U32:
+        return None
+    return request.listener, request.seq
+
+
+def encode_answered(pairs: list[tuple[int, int]]) -> bytes:
+    """An ack frame's payload: the ``(listener, seq)`` of each request its batch answered."""
+    return b"".join(_ANSWERED.pack(listener, seq) for listener, seq in pairs)
+
+
+def decode_answered(payload: bytes | memoryview) -> list[tuple[int, int]]:
+    if len(payload) % _ANSWERED.size or len(payload) > MAX_ANSWERED * _ANSWERED.size:
+        raise FrameError(f"ack payload of {len(payload)} bytes is not a list of answered requests")
+    return [(listener, seq) for listener, seq in _ANSWERED.iter_unpack(payload)]
 
 
 def _non_negative_int(value: Any) -> int:
@@ -135,8 +166,10 @@ def decode_request(data: bytes) -> ChunkRequest:
         chunks.append((_non_negative_int(item[0]), _non_negative_int(item[1])))
     raw_listener = body.get("s")
     listener = None if raw_listener is None else _non_negative_int(raw_listener)
+    raw_seq = body.get("q")
+    seq = None if raw_seq is None else _non_negative_int(raw_seq)
     return ChunkRequest(
-        tuple(chunks), tuple(_non_negative_int(i) for i in raw_index), listener=listener
+        tuple(chunks), tuple(_non_negative_int(i) for i in raw_index), listener=listener, seq=seq
     )
 
 
