@@ -155,8 +155,12 @@ def test_session_takes_its_own_names_from_acks_and_numbers_on_after_the_index(
     assert session.tick(1.0).request is None
     ack([(41, 1), (42, 0)])  # the index request, answered late: names no chunk request
     assert session.tick(1.0).request is None
+    assert not session.wants_tick  # window full, nothing named: the driver sleeps on
     ack([(42, 1)])
+    assert session.wants_tick  # woken to sleep until the grace ends, not a stall
+    assert session.next_due_s() == pytest.approx(1.3)
     assert session.tick(1.2).request is None  # within the grace
+    assert not session.wants_tick
     again = session.tick(1.3).request
     assert again is not None
     assert (again.chunks, again.seq) == (((0, 0), (0, 1)), 2)

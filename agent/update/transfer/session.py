@@ -80,6 +80,7 @@ class TransferSession:
         self.parts: PartFiles | None = None
         self.acks = 0
         self.frames_seen = 0
+        self._answer_read = False  # an ack named one of our requests since the last tick
         # A disk error on the network thread (ENOSPC writing a chunk): raised by the next tick.
         self.failure: DownloadError | None = None
         self._index_pieces: dict[int, bytes] = {}
@@ -145,6 +146,7 @@ class TransferSession:
         mine = [seq for listener, seq in answered if listener == self.listener]
         if mine:
             self._planner.answered(max(mine), now_s)
+            self._answer_read = True  # the driver's next due time moved closer: wake it
 
     def _on_index_piece(self, frame: Frame, now_s: float) -> None:
         piece = frame.index
@@ -208,7 +210,12 @@ class TransferSession:
     @property
     def wants_tick(self) -> bool:
         """A tick now could send a request or finish (the driver need not wake otherwise)."""
-        return self.parts is None or self.parts.bitmap.complete or self._planner.wants_plan
+        return (
+            self.parts is None
+            or self.parts.bitmap.complete
+            or self._planner.wants_plan
+            or self._answer_read
+        )
 
     def next_due_s(self) -> float:
         """When a tick could ask for something though no frame arrives (a stall, the deadline)."""
@@ -220,6 +227,7 @@ class TransferSession:
         with self._lock:
             if self.failure is not None:
                 raise self.failure
+            self._answer_read = False
             plan = self._planner.plan(now_s)
             if plan.verdict is Verdict.DEADLINE:
                 raise DownloadError(
