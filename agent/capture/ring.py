@@ -83,14 +83,22 @@ class FrameRing:
             wake()
         return self._seq
 
+    def has_new(self, consumer: int = 0) -> bool:
+        """Whether a frame this consumer has not taken is published: a hint read without
+        the lock (a publish right after it still calls the listeners)."""
+        latest = self._latest
+        return latest >= 0 and self._meta[latest][0] > self._taken_seq[consumer]
+
     def take(self, consumer: int = 0, timeout_s: float = 0.0) -> Frame | None:
         """The newest frame this consumer has not taken yet, waiting up to ``timeout_s``.
 
         The returned image stays valid until this consumer's next ``take`` or ``release``.
         """
-        deadline = time.monotonic() + timeout_s
+        deadline: float | None = None  # read the clock only when there is nothing new
         with self._cond:
             while self._latest < 0 or self._meta[self._latest][0] <= self._taken_seq[consumer]:
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_s
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None

@@ -15,11 +15,13 @@ full queue drops the oldest item and counts it, so the inference thread never bl
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +29,7 @@ import numpy.typing as npt
 from agent.capture.ring import FrameRing
 from agent.events.filters import Debouncer
 from agent.events.motion import MotionGate
-from agent.stats import RateWindow, SampleWindow
+from agent.stats import RateWindow, summarise
 
 if TYPE_CHECKING:
     from agent.capture.base import Frame
@@ -99,6 +101,10 @@ class FeedPicker:
         self._feeds = feeds
         self._next = 0
 
+    def any_new(self) -> bool:
+        """Whether any camera has a frame this slot has not taken (a lock-free hint)."""
+        return any(feed.ring.has_new(feed.consumer) for feed in self._feeds)
+
     def newest(self) -> tuple[Feed, Frame] | None:
         count = len(self._feeds)
         for i in range(count):
@@ -109,44 +115,93 @@ class FeedPicker:
         return None
 
 
+class FrameTimes(NamedTuple):
+    """What one frame's stages recorded: monotonic seconds and thread CPU nanoseconds."""
+
+    captured_s: float
+    prep_start_s: float
+    prep_end_s: float
+    invoke_start_s: float
+    invoke_end_s: float
+    post_start_s: float
+    post_end_s: float
+    prep_cpu_ns: int  # CPU preparing the frame (and frames it replaced)
+    infer_cpu_ns: int  # the inference thread's CPU outside invoke
+    post_cpu_ns: int
+    invoke_cpu_ns: int  # the invoke itself, calling thread only
+
+
+class TimingView:
+    """One figure (milliseconds or microseconds) of every recorded frame, worked out when read.
+
+    The frame path only appends a record; the arithmetic is done by the rare reader
+    (health, bench), not ~1,000 times a second.
+    """
+
+    __slots__ = ("_figure", "_records")
+
+    def __init__(self, records: deque[FrameTimes], figure: Callable[[FrameTimes], float]) -> None:
+        self._records = records
+        self._figure = figure
+
+    def values(self) -> list[float]:
+        # list() of a deque is one C call: no append can interleave with it under the GIL.
+        return [self._figure(r) for r in list(self._records)]
+
+    def summary(self) -> dict[str, float]:
+        return summarise(self.values())
+
+
+def _handoff_ms(r: FrameTimes) -> float:
+    # Waiting between stages: prepared → invoke start, plus invoke end → decode start.
+    return ((r.invoke_start_s - r.prep_end_s) + (r.post_start_s - r.invoke_end_s)) * 1000.0
+
+
 class Timings:
-    """Per-stage sliding windows of one model slot, in milliseconds."""
+    """Per-stage sliding windows of one model slot: one record per frame, figures on demand.
+
+    CPU figures (microseconds) are the time the slot's own threads spent on the frame
+    outside invoke: load-independent, unlike the wall-clock milliseconds.
+    """
 
     def __init__(self, samples: int) -> None:
-        self.capture_age_ms = SampleWindow(samples)
-        self.preprocess_ms = SampleWindow(samples)
-        self.inference_ms = SampleWindow(samples)
-        self.postprocess_ms = SampleWindow(samples)
-        # Waiting between stages: prepared → invoke start, plus invoke end → decode start.
-        self.handoff_ms = SampleWindow(samples)
-        self.e2e_ms = SampleWindow(samples)
-        # CPU time the slot's own threads spent on the frame outside invoke (microseconds):
-        # load-independent, unlike the wall-clock figures above.
-        self.prep_cpu_us = SampleWindow(samples)
-        self.infer_cpu_us = SampleWindow(samples)  # the inference thread, invoke excluded
-        self.post_cpu_us = SampleWindow(samples)
-        self.inference_cpu_us = SampleWindow(samples)  # the invoke itself, calling thread only
-        self.overhead_cpu_us = SampleWindow(samples)
+        # deque.append is atomic under the GIL: the frame path takes no lock to record.
+        self._records: deque[FrameTimes] = deque(maxlen=samples)
+        view = functools.partial(TimingView, self._records)
+        self.capture_age_ms = view(lambda r: (r.prep_start_s - r.captured_s) * 1000.0)
+        self.preprocess_ms = view(lambda r: (r.prep_end_s - r.prep_start_s) * 1000.0)
+        self.inference_ms = view(lambda r: (r.invoke_end_s - r.invoke_start_s) * 1000.0)
+        self.postprocess_ms = view(lambda r: (r.post_end_s - r.post_start_s) * 1000.0)
+        self.handoff_ms = view(_handoff_ms)
+        self.e2e_ms = view(lambda r: (r.post_end_s - r.captured_s) * 1000.0)
+        self.prep_cpu_us = view(lambda r: r.prep_cpu_ns / 1000.0)
+        self.infer_cpu_us = view(lambda r: r.infer_cpu_ns / 1000.0)
+        self.post_cpu_us = view(lambda r: r.post_cpu_ns / 1000.0)
+        self.inference_cpu_us = view(lambda r: r.invoke_cpu_ns / 1000.0)
+        self.overhead_cpu_us = view(
+            lambda r: (r.prep_cpu_ns + r.infer_cpu_ns + r.post_cpu_ns) / 1000.0
+        )
 
     def record(
         self, item: Inferred, post_start_s: float, post_end_s: float, post_cpu_ns: int = 0
     ) -> None:
         """One frame's stage times, from capture to the end of its post-processing."""
         prepared = item.prepared
-        captured = prepared.frame.captured_mono_s
-        self.capture_age_ms.add((prepared.prep_start_s - captured) * 1000.0)
-        self.preprocess_ms.add((prepared.prep_end_s - prepared.prep_start_s) * 1000.0)
-        self.inference_ms.add((item.invoke_end_s - item.invoke_start_s) * 1000.0)
-        self.postprocess_ms.add((post_end_s - post_start_s) * 1000.0)
-        waited = (item.invoke_start_s - prepared.prep_end_s) + (post_start_s - item.invoke_end_s)
-        self.handoff_ms.add(waited * 1000.0)
-        self.e2e_ms.add((post_end_s - captured) * 1000.0)
-        self.prep_cpu_us.add(prepared.prep_cpu_ns / 1000.0)
-        self.infer_cpu_us.add(prepared.infer_cpu_ns / 1000.0)
-        self.post_cpu_us.add(post_cpu_ns / 1000.0)
-        self.inference_cpu_us.add(item.invoke_cpu_ns / 1000.0)
-        overhead_ns = prepared.prep_cpu_ns + prepared.infer_cpu_ns + post_cpu_ns
-        self.overhead_cpu_us.add(overhead_ns / 1000.0)
+        self._records.append(
+            FrameTimes(
+                prepared.frame.captured_mono_s,
+                prepared.prep_start_s,
+                prepared.prep_end_s,
+                item.invoke_start_s,
+                item.invoke_end_s,
+                post_start_s,
+                post_end_s,
+                prepared.prep_cpu_ns,
+                prepared.infer_cpu_ns,
+                post_cpu_ns,
+                item.invoke_cpu_ns,
+            )
+        )
 
 
 @dataclass(slots=True)
@@ -213,8 +268,11 @@ class InputBuffers:
                 self._buffers = [np.empty_like(template) for _ in range(INPUT_BUFFERS)]
                 self._owner = loaded
                 self._in_use = -1
-            busy = {self._in_use, self._ready.index if self._ready is not None else -1}
-            index = next(i for i in range(INPUT_BUFFERS) if i not in busy)
+            ready = self._ready.index if self._ready is not None else -1
+            # Three buffers, at most two busy: the lowest free index.
+            index = 0
+            while index in (self._in_use, ready):
+                index += 1
             return index, self._buffers[index]
 
     def offer(self, prepared: Prepared) -> Prepared | None:
@@ -240,9 +298,12 @@ class InputBuffers:
             self.wake_prep()  # nothing is ready now: prepare the next frame at once
         return prepared
 
-    def wake_prep(self) -> None:
-        self.prep_wake.set()
+    def wake_prep(self, *, work: bool = True) -> None:
+        """Tell the prepost thread the mailbox emptied; ``work``: and there is work for it
+        (a new frame or queued outputs). Without work it sleeps on until a publish."""
         self.taken_wake.set()
+        if work:
+            self.prep_wake.set()
 
     def clear(self) -> Prepared | None:
         """Drop a waiting frame (restart, swap); returns it for counting."""

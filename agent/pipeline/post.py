@@ -5,6 +5,7 @@ Run by the ``prepost:<slot>`` thread, or by the single thread when ``overlap_sta
 
 from __future__ import annotations
 
+import threading
 import time
 
 from agent.capture.base import Frame
@@ -15,7 +16,7 @@ from agent.events.types import Detection, DetectionEvent, EventSink
 from agent.log import get_logger
 from agent.pipeline.cpu import CpuMeter
 from agent.pipeline.faults import SlotFaults
-from agent.pipeline.handoff import Inferred, Timings
+from agent.pipeline.handoff import Inferred, PostQueue, Timings
 
 log = get_logger(__name__)
 
@@ -37,6 +38,42 @@ class PostStage:
         self._timings = timings
         self.events = 0
         self.sink_errors = 0
+        # One thread decodes at a time, and frames in the order they were inferred.
+        self._order = threading.Lock()
+
+    def finish_queued(self, queue: PostQueue, cpu: CpuMeter) -> bool:
+        """Finish the oldest queued outputs (the prepost thread); False when none are queued."""
+        with self._order:
+            item = queue.get()
+            if item is None:
+                return False
+            self._finish_safely(item, cpu)
+            return True
+
+    def finish_now(self, item: Inferred, queue: PostQueue, cpu: CpuMeter) -> bool:
+        """Finish ``item`` in the calling thread unless that would reorder or wait.
+
+        The inference thread calls it when no frame waits for the model: decoding at
+        once, on outputs still in its cache, spares the prepost thread a wake-up. False
+        (the caller queues ``item``) while outputs are queued before it or the prepost
+        thread is decoding: the inference thread never blocks here.
+        """
+        if not self._order.acquire(blocking=False):
+            return False
+        try:
+            if len(queue):
+                return False
+            self._finish_safely(item, cpu)
+            return True
+        finally:
+            self._order.release()
+
+    def _finish_safely(self, item: Inferred, cpu: CpuMeter) -> None:
+        try:
+            self.finish(item, cpu)
+        except Exception as exc:  # the calling thread must survive a decoder bug
+            item.prepared.feed.discarded += 1
+            self._faults.failed(exc, "postprocess")
 
     def finish(self, item: Inferred, cpu: CpuMeter) -> None:
         start = time.monotonic()

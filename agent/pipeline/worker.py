@@ -75,7 +75,7 @@ class ModelWorker:
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
         self._inputs = InputBuffers()
-        self._post = PostQueue(wakes=(self._inputs.prep_wake, self._inputs.taken_wake))
+        self._post = PostQueue()  # the inference thread wakes the prepost thread itself
         for feed in feeds:
             feed.ring.add_listener(self._inputs.prep_wake.set)
         self._pending: LoadedModel | None = None
@@ -132,10 +132,6 @@ class ModelWorker:
     @property
     def events(self) -> int:
         return self._poster.events
-
-    @property
-    def sink_errors(self) -> int:
-        return self._poster.sink_errors
 
     @property
     def errors(self) -> int:
@@ -195,13 +191,7 @@ class ModelWorker:
             if loaded is not None and ready is None and self._prepare_next(loaded, generation, cpu):
                 continue
             # 2. Finish what the model did.
-            item = queue.get()
-            if item is not None:
-                try:
-                    self._poster.finish(item, cpu)
-                except Exception as exc:  # the thread must survive a decoder bug
-                    item.prepared.feed.discarded += 1
-                    self._failed(exc, "postprocess")
+            if self._poster.finish_queued(queue, cpu):
                 continue
             # 3. Refresh the waiting frame, or sleep until something changes.
             if loaded is None or ready is None:
@@ -213,9 +203,12 @@ class ModelWorker:
                 self._prep_est_s,
                 ready.frame.captured_mono_s,
             ):
-                # Not worth it now, and no publish makes it so before the next take: sleep
-                # through publishes (a wake-up per camera frame costs CPU for nothing).
-                inputs.taken_wake.wait(IDLE_WAIT_S)
+                # Not worth it now. While the model runs, no publish makes it so before the
+                # take: sleep through publishes. An idle model takes the frame at once, and
+                # only a new frame gives work then (the take wakes this thread only for work).
+                (inputs.taken_wake if self.busy_since is not None else inputs.prep_wake).wait(
+                    IDLE_WAIT_S
+                )
             elif not self._prepare_next(loaded, generation, cpu, ready.feed):
                 inputs.prep_wake.wait(IDLE_WAIT_S)
 
@@ -289,22 +282,31 @@ class ModelWorker:
             # the GIL while this thread still needs it to start the invoke.
             prepared = inputs.take(wake=False)
             if prepared is None:
-                inputs.wake_prep()
+                inputs.wake_prep(work=len(self._post) > 0)
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue
             try:
-                inferred = self._invoke(prepared, generation, cpu, wake=inputs.wake_prep)
+                inferred = self._invoke(prepared, generation, cpu, wake=self._wake_for_take)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
                 self._failed(exc, "inference")
                 continue
             prepared.infer_cpu_ns = cpu.take()  # before the hand-off: post reads it
-            dropped = self._post.put(inferred, wake=False) if inferred is not None else None
-            if dropped is not None:
-                dropped.prepared.feed.discarded += 1
+            if inferred is None:
+                continue
+            # No frame waiting means the model waits for the camera: decode here, spared a
+            # hand-off. With a frame waiting, the next invoke must not wait for the decode.
+            if inputs.ready is None and self._poster.finish_now(inferred, self._post, cpu):
+                continue
+            dropped = self._post.put(inferred, wake=False)
+            self._discard(dropped.prepared if dropped is not None else None)
+
+    def _wake_for_take(self) -> None:
+        """Just before an invoke: wake the prepost thread for what it can do now."""
+        self._inputs.wake_prep(work=len(self._post) > 0 or self._picker.any_new())
 
     def _invoke(
         self,
