@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     parser.add_argument(
+        "--fps",
+        type=positive_fps,
+        default=None,
+        help=(
+            "replay at this many frames/s instead (a camera slower than the model: the CPU "
+            "per frame at camera rate; the ratio is then the camera's share of the model)"
+        ),
+    )
+    parser.add_argument(
         "--input-size",
         type=parse_size,
         default=None,
@@ -89,6 +99,17 @@ def default_threads() -> int:
     # XNNPACK's threads all wait for the slowest; one preempted by capture or decoding
     # stalls the whole invoke, so leave a core for the rest of the pipeline.
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def positive_fps(text: str) -> float:
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = 0.0
+    if not 0.0 < fps < float("inf"):
+        msg = f"expected frames per second above 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return fps
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -133,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: registering the command must not load OpenCV and the pipeline.
     from agent.pipeline.bench import BenchSettings, run_bench  # noqa: PLC0415 - heavy, bench only
 
+    if args.fps is not None and args.source != "replay":
+        sys.stderr.write(
+            "edge-agent bench: error: --fps is the replay rate; not with --source file\n"
+        )
+        return 2
     configured = configured_model(args.config, args.slot) if args.config else None
     if configured is not None:
         model = find_sample(Path(configured.path), SAMPLE_MODEL)
@@ -150,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend or given.backend or backend_of(model) or "tflite",
         decoder=args.decoder or given.decoder,
         source=args.source,
+        replay_fps=args.fps,
         input_size=args.input_size or config_size or SAMPLE_INPUT_SIZES.get(model.name),
         providers=providers or tuple(given.onnx_providers),
         overlap_stages=not args.no_overlap and given.overlap_stages,

@@ -229,7 +229,7 @@ class ModelWorker:
                 self._discard(self._inputs.offer(prepared))
         except Exception as exc:  # the thread must survive a bad frame
             picked[0].ring.release(picked[0].consumer)
-            self._failed(exc, "preprocess")
+            self.faults.failed(exc, "preprocess")
         return True
 
     def _prepare(
@@ -292,7 +292,7 @@ class ModelWorker:
                 inferred = self._invoke(prepared, generation, cpu, wake=self._wake_for_take)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
-                self._failed(exc, "inference")
+                self.faults.failed(exc, "inference")
                 continue
             prepared.infer_cpu_ns = cpu.take()  # before the hand-off: post reads it
             if inferred is None:
@@ -357,10 +357,7 @@ class ModelWorker:
             except Exception as exc:  # the thread must survive a bad frame or a decoder bug
                 picked[0].ring.release(picked[0].consumer)
                 picked[0].discarded += 1
-                self._failed(exc, "pipeline")
-
-    def _failed(self, exc: Exception, stage: str) -> None:
-        self.faults.failed(exc, stage)
+                self.faults.failed(exc, "pipeline")
 
     # --- watchdog (monitor thread) ----------------------------------------------------
 

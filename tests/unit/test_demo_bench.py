@@ -127,3 +127,23 @@ def test_cpu_outside_the_slot_counts_other_threads_and_not_the_slot_or_the_calle
     outside = after.outside_slot_ns(before) / 1e9
     assert 0.08 <= outside <= 0.16, outside  # the other thread's 0.1 s, not the slot's
     assert after.slot_ns - before.slot_ns > 0.05e9
+
+
+def test_bench_at_camera_rate_replays_at_the_given_fps(capsys):
+    args = ["bench", "--fps", "20", "--seconds", "2", "--threads", "1", "--rounds", "1"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["replay_fps"] == 20.0
+    pipe = result["pipeline"]
+    # The model (~1 ms) waits for the frames: it infers what the camera gives, no more.
+    assert 10 <= pipe["capture_fps"] <= 25
+    assert pipe["ips"] <= 25
+    assert result["overhead_cpu_us_per_frame"]["n"] == pipe["frames_inferred"] > 0
+
+
+def test_bench_fps_is_a_replay_rate_only(capsys):
+    assert main(["bench", "--fps", "20", "--source", "file", "--seconds", "1"]) == 2
+    assert "--fps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--fps", "0"])
+    assert exited.value.code == 2
