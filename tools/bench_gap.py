@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""How much dearer the frame path's work gets when it runs after a pause, not in a tight loop.
+
+The pipeline preprocesses a frame and decodes an invoke's outputs once per frame, each
+after an invoke (or a sleep) of ~1 ms or more. Measured alone in a tight loop the same
+calls take a fraction of what they take in the pipeline; this tool shows why, by
+running ``prepare`` and the decoder on the sample model and clip frames after different
+gaps, one gap kind per loop:
+
+* ``none``: back to back (the microbenchmark figure);
+* ``invoke``: one real invoke of the model before each call;
+* ``spin``: the same time spent in a pure-Python busy loop (touches almost no memory);
+* ``sleep``: the same time asleep (the core idles, as between camera frames).
+
+With ``frames = cycle`` every call gets another of 8 decoded frames (as a camera gives
+a new frame each time); with ``same`` always the first one. ``spin`` against ``invoke``
+separates what the invoke's own memory traffic costs the next call from what the mere
+passing of time costs it (caches and predictors shared with whatever else runs).
+
+    python tools/bench_gap.py --calls 1500 --json
+
+Prints figures only; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402 - after sys.path
+import numpy.typing as npt  # noqa: E402 - after sys.path
+
+from agent.assets import find_asset  # noqa: E402 - after sys.path
+from agent.pipeline.bench import BenchSettings, bench_config  # noqa: E402 - after sys.path
+from agent.pipeline.bench_sources import load_frames  # noqa: E402 - after sys.path
+from agent.pipeline.model import LoadedModel, backend_options, load_model  # noqa: E402
+
+Gap = Callable[[], None]
+
+
+def spin_for(seconds: float) -> Gap:
+    def spin() -> None:
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass
+
+    return spin
+
+
+def invoke(loaded: LoadedModel, tensor: npt.NDArray[np.generic]) -> None:
+    loaded.backend.infer(tensor)
+
+
+def measure(
+    loaded: LoadedModel,
+    frames: list[npt.NDArray[np.uint8]],
+    gap: Gap,
+    calls: int,
+) -> dict[str, float]:
+    """Mean microseconds of ``prepare`` and of the decoder, each right after ``gap``."""
+    tensor = np.empty_like(loaded.backend.input_buffer())
+    # Each frame's transform and outputs, made once: the loop below only decodes them.
+    decoded = []
+    for frame in frames:
+        transform = loaded.preprocessor.prepare(frame, tensor)
+        outputs = [np.array(out, copy=True) for out in loaded.backend.infer(tensor)]
+        decoded.append((transform, outputs))
+    prepare_ns = decode_ns = 0
+    for i in range(calls):
+        gap()
+        start = time.perf_counter_ns()
+        loaded.preprocessor.prepare(frames[i % len(frames)], tensor)
+        prepare_ns += time.perf_counter_ns() - start
+        transform, outputs = decoded[i % len(frames)]
+        gap()
+        start = time.perf_counter_ns()
+        loaded.decoder(outputs, transform)
+        decode_ns += time.perf_counter_ns() - start
+    return {
+        "prepare_us": round(prepare_ns / calls / 1000.0, 1),
+        "decode_us": round(decode_ns / calls / 1000.0, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1500, help="calls per gap kind")
+    parser.add_argument("--model", type=Path, default=None, help="default: the sample model")
+    parser.add_argument("--clip", type=Path, default=None, help="default: the sample clip")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    model = args.model or find_asset("models/face_detection_short_range.tflite")
+    clip = args.clip or find_asset("clips/sample.mp4")
+    if model is None or clip is None:
+        sys.stderr.write("bench_gap: the sample model or clip is missing (make assets)\n")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bench-gap-") as state:
+        config = bench_config(BenchSettings(model=model, clip=clip, threads=1), Path(state))
+    slot = config.models[0]
+    loaded = load_model(slot, "tflite", model, backend_options(config, slot, model))
+    try:
+        frames = load_frames(clip)
+        probe = np.empty_like(loaded.backend.input_buffer())
+        start = time.perf_counter()
+        for _ in range(50):
+            loaded.backend.infer(probe)
+        invoke_s = (time.perf_counter() - start) / 50
+        gaps: dict[str, Gap] = {
+            "none": lambda: None,
+            "invoke": lambda: invoke(loaded, probe),
+            "spin": spin_for(invoke_s),
+            "sleep": lambda: time.sleep(invoke_s),
+        }
+        result: dict[str, Any] = {"invoke_ms": round(invoke_s * 1000.0, 3), "gaps": {}}
+        for name, gap in gaps.items():
+            result["gaps"][name] = {
+                "cycle": measure(loaded, frames, gap, args.calls),
+                "same": measure(loaded, frames[:1], gap, args.calls),
+            }
+    finally:
+        loaded.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"gap = one invoke's time ({result['invoke_ms']} ms); mean us per call")
+    print(f"{'gap':8} {'frames':6} {'prepare':>8} {'decode':>8}")
+    for name, by_frames in result["gaps"].items():
+        for frames_kind, figures in by_frames.items():
+            print(
+                f"{name:8} {frames_kind:6} {figures['prepare_us']:8.1f} {figures['decode_us']:8.1f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
