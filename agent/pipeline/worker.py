@@ -8,9 +8,11 @@
   frame of the same camera replaces it when there is time and it is worth it
   (``handoff.worth_refreshing``);
 * ``infer:<slot>`` does almost nothing but ``Backend.infer`` (copy in, ``invoke``,
-  outputs copied out); LiteRT releases the GIL in ``invoke``, so preprocessing of
-  frame N+1 and decoding of frame N-1 overlap the invoke of frame N. Outputs go back
-  through a small bounded queue that drops (and counts) rather than block.
+  outputs copied out) while the model is the bottleneck; LiteRT releases the GIL in
+  ``invoke``, so preprocessing of frame N+1 and decoding of frame N-1 overlap the
+  invoke of frame N. Outputs go back through a small bounded queue that drops (and
+  counts) rather than block. While the model waits for the camera, ``infer`` decodes
+  and feeds the model itself (``feeder.Feeder``): one wake-up per frame, no hand-off.
 
 One thread on each side of the model, not one per stage: the take of frame N+1 and
 the outputs of frame N arrive together, and one wake-up serves both (each thread
@@ -23,11 +25,11 @@ used again.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 
-from agent.capture.base import Frame
 from agent.config.model import ModelConfig
 from agent.errors import AgentError
 from agent.events.seq import SeqAllocator
@@ -35,16 +37,15 @@ from agent.events.types import EventSink
 from agent.log import get_logger
 from agent.pipeline.cpu import CpuMeter
 from agent.pipeline.faults import SlotFaults, slot_health
+from agent.pipeline.feeder import Feeder
 from agent.pipeline.handoff import (
     Feed,
-    FeedPicker,
     Inferred,
     InputBuffers,
     PostQueue,
     Prepared,
     Timings,
     ewma,
-    take_from,
     worth_refreshing,
 )
 from agent.pipeline.model import LoadedModel
@@ -77,15 +78,16 @@ class ModelWorker:
         self._inputs = InputBuffers()
         self._post = PostQueue()  # the inference thread wakes the prepost thread itself
         for feed in feeds:
-            feed.ring.add_listener(self._inputs.prep_wake.set)
+            feed.ring.add_listener(self._on_publish)
         self._pending: LoadedModel | None = None
         self._swapped = threading.Event()
         self._generation = 0
         self._threads: list[threading.Thread] = []
-        self._picker = FeedPicker(feeds)
+        # No frame waited for the model at the end of the last invoke: a publish wakes the
+        # inference thread (which then feeds itself), not prepost.
+        self._camera_bound = False
         self.busy_since: float | None = None
         self._invoke_est_s = 0.0  # running means: is there time to refresh the ready frame?
-        self._prep_est_s = 0.0
         self._beats = dict.fromkeys(("prepost", "infer"), time.monotonic())
         self.timings = Timings(timing_samples)
         self.stuck = HourCounter()
@@ -93,6 +95,7 @@ class ModelWorker:
         self._poster = PostStage(
             model, seq=seq, sink=sink, faults=self.faults, timings=self.timings
         )
+        self._feeder = Feeder(feeds, self._inputs, self.faults)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -177,9 +180,14 @@ class ModelWorker:
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()
 
+    def _on_publish(self) -> None:
+        """A camera published (capture thread): wake the thread that feeds the model."""
+        (self._inputs.infer_wake if self._camera_bound else self._inputs.prep_wake).set()
+
     def _run_prepost(self, generation: int) -> None:
-        inputs, queue = self._inputs, self._post
+        inputs, queue, feeder = self._inputs, self._post, self._feeder
         cpu = CpuMeter()
+        current = functools.partial(self._current, generation)
         while self._current(generation):
             self._beats["prepost"] = time.monotonic()
             # Clear first: a publish, take or put after the checks sets the events again.
@@ -188,7 +196,7 @@ class ModelWorker:
             loaded = self.loaded
             ready = inputs.ready
             # 1. Feed the model: it must never wait for a frame the source delivered.
-            if loaded is not None and ready is None and self._prepare_next(loaded, generation, cpu):
+            if loaded is not None and ready is None and feeder.feed(loaded, current, cpu):
                 continue
             # 2. Finish what the model did.
             if self._poster.finish_queued(queue, cpu):
@@ -200,7 +208,7 @@ class ModelWorker:
                 time.monotonic(),
                 inputs.taken_at_s,
                 self._invoke_est_s,
-                self._prep_est_s,
+                feeder.prep_est_s,
                 ready.frame.captured_mono_s,
             ):
                 # Not worth it now. While the model runs, no publish makes it so before the
@@ -209,48 +217,8 @@ class ModelWorker:
                 (inputs.taken_wake if self.busy_since is not None else inputs.prep_wake).wait(
                     IDLE_WAIT_S
                 )
-            elif not self._prepare_next(loaded, generation, cpu, ready.feed):
+            elif not feeder.feed(loaded, current, cpu, ready.feed):
                 inputs.prep_wake.wait(IDLE_WAIT_S)
-
-    def _prepare_next(
-        self, loaded: LoadedModel, generation: int, cpu: CpuMeter, feed: Feed | None = None
-    ) -> bool:
-        """Take the newest frame (of ``feed``, else round robin), prepare and offer it.
-
-        False when there was no new frame to take.
-        """
-        picked = self._picker.newest() if feed is None else take_from(feed)
-        if picked is None:
-            return False
-        try:
-            prepared = self._prepare(picked, loaded, generation)
-            if prepared is not None:
-                prepared.prep_cpu_ns = cpu.take()
-                self._discard(self._inputs.offer(prepared))
-        except Exception as exc:  # the thread must survive a bad frame
-            picked[0].ring.release(picked[0].consumer)
-            self.faults.failed(exc, "preprocess")
-        return True
-
-    def _prepare(
-        self, picked: tuple[Feed, Frame], loaded: LoadedModel, generation: int
-    ) -> Prepared | None:
-        feed, frame = picked
-        start = time.monotonic()
-        if feed.motion is not None and not feed.motion.moved(frame.image):
-            feed.ring.release(feed.consumer)
-            feed.motion_skipped += 1
-            return None
-        # Re-read: a swap during the just-in-time wait must not prepare for a closed model.
-        loaded = self.loaded or loaded
-        index, tensor = self._inputs.free_buffer(loaded)
-        transform = loaded.preprocessor.prepare(frame.image, tensor)
-        feed.ring.release(feed.consumer)  # the frame is in the tensor now; free its slot
-        if generation != self._generation:
-            return None
-        end = time.monotonic()
-        self._prep_est_s = ewma(self._prep_est_s, end - start)
-        return Prepared(feed, frame, loaded, index, tensor, transform, start, end)
 
     # --- infer thread -----------------------------------------------------------------
 
@@ -270,8 +238,9 @@ class ModelWorker:
             prepared.feed.discarded += 1
 
     def _run_infer(self, generation: int) -> None:
-        inputs = self._inputs
+        inputs, feeder = self._inputs, self._feeder
         cpu = CpuMeter()
+        current = functools.partial(self._current, generation)
         while self._current(generation):
             self._beats["infer"] = time.monotonic()
             if self._pending is not None:
@@ -281,8 +250,18 @@ class ModelWorker:
             # before the next invoke (which releases the GIL): woken earlier, it would take
             # the GIL while this thread still needs it to start the invoke.
             prepared = inputs.take(wake=False)
+            loaded = self.loaded
+            # Nothing ready and the model free: feed it from here if a frame is there, spared
+            # a hand-off (not while prepost is feeding: its frame is offered in a moment).
+            if (
+                prepared is None
+                and loaded is not None
+                and feeder.feed(loaded, current, cpu, blocking=False)
+            ):
+                inputs.infer_wake.clear()  # set by our own offer
+                prepared = inputs.take(wake=False)
             if prepared is None:
-                inputs.wake_prep(work=len(self._post) > 0)
+                inputs.wake_prep(work=len(self._post) > 0 or feeder.any_new())
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
             if prepared.loaded is not self.loaded:
@@ -297,8 +276,10 @@ class ModelWorker:
             prepared.infer_cpu_ns = cpu.take()  # before the hand-off: post reads it
             if inferred is None:
                 continue
-            # No frame waiting means the model waits for the camera: decode here, spared a
-            # hand-off. With a frame waiting, the next invoke must not wait for the decode.
+            # No frame waiting, none arrived during the invoke: the model waits for the
+            # camera. Decode here and feed the next frame from here too, spared hand-offs.
+            # With a frame waiting, the next invoke must not wait for the decode.
+            self._camera_bound = inputs.ready is None and not feeder.any_new()
             if inputs.ready is None and self._poster.finish_now(inferred, self._post, cpu):
                 continue
             dropped = self._post.put(inferred, wake=False)
@@ -306,7 +287,7 @@ class ModelWorker:
 
     def _wake_for_take(self) -> None:
         """Just before an invoke: wake the prepost thread for what it can do now."""
-        self._inputs.wake_prep(work=len(self._post) > 0 or self._picker.any_new())
+        self._inputs.wake_prep(work=len(self._post) > 0 or self._feeder.any_new())
 
     def _invoke(
         self,
@@ -335,18 +316,19 @@ class ModelWorker:
     def _run_single(self, generation: int) -> None:
         """Take, preprocess, invoke and post-process in turn: no hand-offs to wait for."""
         cpu = CpuMeter()
+        current = functools.partial(self._current, generation)
         while self._current(generation):
             self._beats = dict.fromkeys(self._beats, time.monotonic())
             if self._pending is not None:
                 self._apply_pending()
             self._inputs.prep_wake.clear()
             loaded = self.loaded
-            picked = None if loaded is None else self._picker.newest()
+            picked = None if loaded is None else self._feeder.newest()
             if picked is None or loaded is None:
                 self._inputs.prep_wake.wait(IDLE_WAIT_S)
                 continue
             try:
-                prepared = self._prepare(picked, loaded, generation)
+                prepared = self._feeder.prepare(picked, loaded, current)
                 if prepared is None:
                     continue
                 prepared.prep_cpu_ns = cpu.take()
