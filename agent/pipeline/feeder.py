@@ -20,8 +20,15 @@ from agent.pipeline.model import LoadedModel
 
 
 class Feeder:
-    def __init__(self, feeds: list[Feed], inputs: InputBuffers, faults: SlotFaults) -> None:
+    def __init__(
+        self,
+        feeds: list[Feed],
+        inputs: InputBuffers,
+        faults: SlotFaults,
+        serving: Callable[[], LoadedModel | None],
+    ) -> None:
         self._picker = FeedPicker(feeds)
+        self._serving = serving  # the slot's model now (a swap may have happened)
         self._inputs = inputs
         self._faults = faults
         self._lock = threading.Lock()
@@ -80,6 +87,9 @@ class Feeder:
             feed.ring.release(feed.consumer)
             feed.motion_skipped += 1
             return None
+        # Re-read: a swap since the caller looked closes the old backend; its buffers
+        # (the template comes from the backend) must not be asked for.
+        loaded = self._serving() or loaded
         index, tensor = self._inputs.free_buffer(loaded)
         transform = loaded.preprocessor.prepare(frame.image, tensor)
         feed.ring.release(feed.consumer)  # the frame is in the tensor now; free its slot

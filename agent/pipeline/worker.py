@@ -95,7 +95,7 @@ class ModelWorker:
         self._poster = PostStage(
             model, seq=seq, sink=sink, faults=self.faults, timings=self.timings
         )
-        self._feeder = Feeder(feeds, self._inputs, self.faults)
+        self._feeder = Feeder(feeds, self._inputs, self.faults, lambda: self.loaded)
 
     # --- lifecycle -----------------------------------------------------------------
 
