@@ -242,7 +242,7 @@ class InputBuffers:
         self._owner: LoadedModel | None = None
         self.taken_at_s = 0.0  # when the inference thread last took a frame (invoke start)
         self.refreshed = 0  # ready frames replaced by a newer one before the model took them
-        self.prep_wake = threading.Event()  # ring publish, the mailbox emptied, outputs queued
+        self.prep_wake = threading.Event()  # a new frame or queued outputs: work for prepost
         # The mailbox emptied (or was cleared), outputs queued: what the prepost thread
         # waits for while it holds a ready frame not worth refreshing, so that it does not
         # wake on every camera frame.
@@ -317,32 +317,24 @@ class InputBuffers:
 class PostQueue:
     """Bounded queue to the post-processing side; full means drop the oldest and count.
 
-    ``wakes`` are the events a put sets: those the thread that decodes waits on.
+    A put wakes nobody: the inference thread wakes the prepost thread itself, just
+    before its next invoke (``InputBuffers.wake_prep``).
     """
 
-    def __init__(
-        self, depth: int = POST_QUEUE_DEPTH, wakes: tuple[threading.Event, ...] = ()
-    ) -> None:
+    def __init__(self, depth: int = POST_QUEUE_DEPTH) -> None:
         self._items: deque[Inferred] = deque()
         self._depth = depth
         self._lock = threading.Lock()
-        self._wakes = wakes
         self.dropped = 0
 
-    def put(self, item: Inferred, *, wake: bool = True) -> Inferred | None:
-        """Queue ``item``; returns the item dropped to make room, if any.
-
-        ``wake=False``: the caller wakes the decoding thread itself, later.
-        """
+    def put(self, item: Inferred) -> Inferred | None:
+        """Queue ``item``; returns the item dropped to make room, if any."""
         dropped = None
         with self._lock:
             if len(self._items) >= self._depth:
                 dropped = self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-        if wake:
-            for event in self._wakes:
-                event.set()
         return dropped
 
     def get(self) -> Inferred | None:

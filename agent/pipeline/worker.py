@@ -76,7 +76,7 @@ class ModelWorker:
         self._stop = stop
         self._reloader = reloader  # fresh backend for a restart after a stuck invoke
         self._inputs = InputBuffers()
-        self._post = PostQueue()  # the inference thread wakes the prepost thread itself
+        self._post = PostQueue()
         for feed in feeds:
             feed.ring.add_listener(self._on_publish)
         self._pending: LoadedModel | None = None
@@ -282,7 +282,7 @@ class ModelWorker:
             self._camera_bound = inputs.ready is None and not feeder.any_new()
             if inputs.ready is None and self._poster.finish_now(inferred, self._post, cpu):
                 continue
-            dropped = self._post.put(inferred, wake=False)
+            dropped = self._post.put(inferred)
             self._discard(dropped.prepared if dropped is not None else None)
 
     def _wake_for_take(self) -> None:

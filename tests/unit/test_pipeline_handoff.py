@@ -97,7 +97,7 @@ def test_post_queue_drops_oldest_and_counts(loaded):
     assert [queue.get(), queue.get(), queue.get()] == [items[1], items[2], None]
 
 
-def test_wakes_can_wait_for_the_invoke_and_a_put_sets_the_decoders_events(loaded):
+def test_wakes_can_wait_for_the_invoke_and_a_put_wakes_nobody(loaded):
     buffers = InputBuffers()
     feed = Feed(FrameRing("cam"), 0, Debouncer(1), None)
     buffers.offer(_prepared(buffers, loaded, feed))
@@ -111,12 +111,8 @@ def test_wakes_can_wait_for_the_invoke_and_a_put_sets_the_decoders_events(loaded
     assert buffers.taken_wake.is_set()
     buffers.prep_wake.clear()
     buffers.taken_wake.clear()
-    queue = PostQueue(wakes=(buffers.prep_wake, buffers.taken_wake))
-    queue.put(Inferred(taken, [], 0.0, 0.0), wake=False)
-    assert not buffers.prep_wake.is_set()
-    queue.put(Inferred(taken, [], 0.0, 0.0))
-    assert buffers.prep_wake.is_set()
-    assert buffers.taken_wake.is_set()
+    PostQueue().put(Inferred(taken, [], 0.0, 0.0))
+    assert not buffers.prep_wake.is_set()  # the inference thread wakes prepost itself
 
 
 def test_cameras_are_taken_in_turn_and_an_idle_one_is_skipped():
