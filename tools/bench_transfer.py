@@ -112,6 +112,7 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
     stats = server.stats
     doc = {
         "frames": stats.frames,
+        "requests": stats.requests,
         "bytes": stats.bytes,
         "skipped": stats.skipped_recent,
         "resent": stats.resent,
@@ -244,6 +245,7 @@ def run_fleet(
         # (b) the server side.
         "server_last_chunk_s": round(stats["last_chunk_s"] - start, 3),
         "server_frames": stats["frames"],
+        "server_requests": stats["requests"],  # chunk and index requests from all devices
         "server_resent_frames": stats["resent"],
         "server_held": stats["held"],
         "server_skipped_recent": stats["skipped"],

@@ -30,9 +30,10 @@ Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on eit
 leg; a lost chunk is re-requested by the device's stall timer). After every batch a
 tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
 chunk-sized messages shows as "acks but no chunks" on the device, not a silent stall.
-Its payload names the ``(listener, seq)`` of every request the batch answered (sent,
-skipped by the guard or held for a re-send): a device that has read it knows that what
-it still lacks of that request was lost, and one that has not is merely behind.
+Its payload names the ``(listener, seq)`` of every request the batch answered (sent or
+skipped by the guard; a request with a held re-send is named with that re-send): a
+device that has read it knows that what it still lacks of that request was lost, and
+one that has not is merely behind.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from agent.update.transfer.wire import (
 log = get_logger(__name__)
 
 Item = tuple[int, int, int]  # (kind, file, index)
+Asked = tuple[tuple[int, int], frozenset[Item]]  # a request's (listener, seq) and its items
 Listener = tuple[str, str, int | None, int]  # (deployment, device, token, frame kind)
 _IDLE_S = 0.05  # a request after this long without serving starts a new coalescing window
 # Fault injection for tests and benchmarks: gets a batch of frames, returns what to publish.
@@ -121,8 +123,10 @@ class ChunkServer:
         self._held: dict[str, dict[Item, tuple[float, float]]] = {}
         # Per deployment: wanted item -> the latest "listening since" among its requesters.
         self._pending: dict[str, dict[Item, float]] = {}
-        # Per deployment: (listener, seq) of the requests pooled in _pending (ack payload).
-        self._asked: dict[str, list[tuple[int, int]]] = {}
+        # Per deployment: the requests pooled in _pending (named by the ack after them), and
+        # those waiting for a held re-send: (due, (listener, seq)).
+        self._asked: dict[str, list[Asked]] = {}
+        self._late: dict[str, list[tuple[float, tuple[int, int]]]] = {}
         self._last_sent: dict[tuple[str, Item], float] = {}
         self._listening: dict[Listener, float] = {}
         self._lock = threading.Lock()
@@ -178,7 +182,8 @@ class ChunkServer:
             pending = self._pending.setdefault(deployment_id, {})
             pair = answerable(request)
             if pair is not None:
-                self._asked.setdefault(deployment_id, []).append(pair)
+                asked = frozenset(wanted[FrameKind.CHUNK] + wanted[FrameKind.INDEX])
+                self._asked.setdefault(deployment_id, []).append((pair, asked))
             for kind, items in wanted.items():
                 if not items:
                     continue
@@ -224,7 +229,7 @@ class ChunkServer:
     def _keep_waiting(
         self,
         batch: dict[str, dict[Item, float]],
-        asked: dict[str, list[tuple[int, int]]],
+        asked: dict[str, list[Asked]],
         now: float,
     ) -> None:
         """Put the chunks of deployments still waiting back, and their requests' names
@@ -254,6 +259,10 @@ class ChunkServer:
                     pending = self._pending.setdefault(deployment_id, {})
                     pending[item] = max(pending.get(item, since), since)
                     released.add((deployment_id, item))
+        for deployment_id, late in self._late.items():
+            due_now = [pair for due, pair in late if due <= now]
+            late[:] = [(due, pair) for due, pair in late if due > now]
+            self._asked.setdefault(deployment_id, []).extend((p, frozenset()) for p in due_now)
         return released
 
     def _run(self) -> None:
@@ -292,11 +301,12 @@ class ChunkServer:
         bundle: ServedBundle,
         items: dict[Item, float],
         released: set[tuple[str, Item]],
-        answered: list[tuple[int, int]],
+        asked: list[Asked],
     ) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
         frames: list[bytes | bytearray] = []
+        held: dict[Item, float] = {}  # item -> when its held re-send is due
         for item in sorted(items):
             key = (bundle.deployment_id, item)
             sent = self._last_sent.get(key)
@@ -304,7 +314,7 @@ class ChunkServer:
                 self.stats.skipped_recent += 1
                 continue
             if sent is not None and key not in released and self._hold_s > 0:
-                self._hold(bundle.deployment_id, item, items[item], now)
+                held[item] = self._hold(bundle.deployment_id, item, items[item], now)
                 continue
             kind, file_no, index = item
             # Chunks are read straight into their frame (digest from the chunk index).
@@ -336,17 +346,27 @@ class ChunkServer:
         # The ack's index says how many frames this batch published: a batch the resend
         # guard or hold emptied must not look like "chunks sent, none arrived" (too_large).
         # Its payload names the requests answered; past MAX_ANSWERED, further acks (index 0).
+        answered = []
+        for pair, wanted in asked:
+            if wanted & held.keys():  # named with the re-send, so it does not look lost
+                due = max(held[item] for item in wanted & held.keys())
+                with self._lock:
+                    self._late.setdefault(bundle.deployment_id, []).append((due, pair))
+            else:
+                answered.append(pair)
         for n, start in enumerate(range(0, max(1, len(answered)), MAX_ANSWERED)):
             names = encode_answered(answered[start : start + MAX_ANSWERED])
             ack = encode_frame(FrameKind.ACK, 0, len(frames) if n == 0 else 0, names)
             self._client.publish(topic, ack, qos=1)
 
-    def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> None:
+    def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> float:
+        """Hold a re-send to share it with other late joiners; when it is due."""
         with self._lock:
             held = self._held.setdefault(deployment_id, {})
             due, old_since = held.get(item, (now + self._hold_s, since))
             held[item] = (due, max(old_since, since))
         self.stats.held += 1
+        return due
 
 
 def resend_not_needed(

@@ -37,6 +37,7 @@ class Stream:
         self._devices = devices
         self._frames: list[tuple[FrameKind, int]] = []
         self._answered: list[tuple[int, int]] = []  # (listener, seq) named by acks, in order
+        self._named_after: dict[tuple[int, int], list[tuple[FrameKind, int]]] = {}
         self._lock = threading.Lock()
 
     def on_frame(self, _topic: str, payload: bytes) -> None:
@@ -45,6 +46,13 @@ class Stream:
             self._frames.append((frame.kind, frame.index))
             if frame.kind is FrameKind.ACK:
                 self._answered += decode_answered(frame.payload)
+                for pair in decode_answered(frame.payload):
+                    self._named_after.setdefault(pair, list(self._frames))
+
+    def frames_before_name(self, pair: tuple[int, int]) -> list[tuple[FrameKind, int]]:
+        """The stream's frames up to the ack that first named ``pair``."""
+        with self._lock:
+            return self._named_after.get(pair, [])
 
     def answered(self) -> list[tuple[int, int]]:
         with self._lock:
@@ -246,8 +254,9 @@ def test_a_device_listens_to_chunks_from_its_first_chunk_request(
 def test_acks_name_the_requests_each_batch_answered(
     mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
 ) -> None:
-    """(listener, seq) of every answered request, once: sent, skipped or held; not while the
-    start wait holds its chunks; never for a request without a number (older devices)."""
+    """(listener, seq) of every answered request, once: sent or skipped; with a held re-send
+    only once that went out; not while the start wait holds its chunks; never for a request
+    without a number (older devices)."""
     with streaming(
         mosquitto,
         tmp_path,
@@ -272,3 +281,10 @@ def test_acks_name_the_requests_each_batch_answered(
         time.sleep(0.3)
         assert stream.count(FrameKind.CHUNK) == 2  # the guard skipped both
         assert sorted(stream.answered()) == [(1, 0), (1, 1), (1, 2), (2, 0)]
+        # A late joiner's re-send is held (shared with others for 0.1 s): its request is
+        # named after the re-sent chunk, never before it (it would look lost).
+        stream.ask("cam-c", ChunkRequest(chunks=((0, 0),), listener=3, seq=0))
+        assert stream.wait_answered((3, 0))
+        before = stream.frames_before_name((3, 0))
+        assert before.count((FrameKind.CHUNK, 0)) == 2
+        assert stream.server.stats.held == 1
