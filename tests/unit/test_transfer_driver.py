@@ -19,9 +19,9 @@ from agent.update.transfer.bitmap import ChunkBitmap
 from agent.update.transfer.planner import PlannerLimits, WindowPlanner
 from agent.update.transfer.pull import StreamPull, driver_wait_s
 from agent.update.transfer.report import OpReporter
-from agent.update.transfer.session import TransferSession
+from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.settings import ServiceSettings, Superseded
-from agent.update.transfer.wire import Topics
+from agent.update.transfer.wire import FrameKind, Topics, encode_frame
 
 TOPICS = Topics("ea/v1")
 
@@ -132,3 +132,48 @@ def test_waiting_driver_does_not_poll(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out["ticks"] <= 2  # the first tick and at most one bounded wake-up
     assert out["stopped"]
     assert out["result"] == "superseded"
+
+
+class CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def test_frames_wake_a_driver_that_is_not_already_woken(tmp_path: Path) -> None:
+    """One set per wake-up: frames after it find the flag set and leave the event alone."""
+    bus = RecordingBus()
+    root = tmp_path / "transfer"
+    pull = StreamPull(
+        bus,
+        TOPICS,
+        ServiceSettings("dev-1", "f"),
+        transfer_root=root,
+        reporter=OpReporter(bus, TOPICS, "dev-1", root / "op_states.json"),
+        stop=threading.Event(),
+        clock=SystemClock(),
+    )
+    session = TransferSession(
+        directory=root / "x",
+        index_ref=IndexRef(100, "ab" * 32, 64),
+        parse_index=lambda _b: None,  # type: ignore[arg-type, return-value]
+        limits=PlannerLimits(window=4),
+        now_s=0.0,
+        listener=1,
+    )
+    pull._active = ("dep-1", session)
+    event = CountingEvent()
+    pull._frames = event
+    topic = TOPICS.stream("f", "dep-1")
+    ack = encode_frame(FrameKind.ACK, 0, 1, b"")
+    assert session.wants_tick  # still fetching its index: every frame may matter
+    for _ in range(3):
+        pull.on_stream(topic, ack)
+    assert event.sets == 1
+    event.clear()  # the driver woke
+    pull.on_stream(topic, ack)
+    assert event.sets == 2

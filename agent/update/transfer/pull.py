@@ -118,9 +118,16 @@ class StreamPull:
         # failed their check change nothing (on a busy shared stream most frames are that).
         if result is WriteResult.REJECTED:
             self.corrupt_frames += 1  # damaged in transit or not of this bundle: dropped
-        elif (result is None or result is WriteResult.WRITTEN) and active[1].wants_tick:
+        elif (
+            (result is None or result is WriteResult.WRITTEN)
+            and active[1].wants_tick
+            and not self._frames.is_set()
+        ):
             # Waking the driver per chunk costs a thread switch each; a request needs
-            # ``min_batch`` free slots anyway (stalls are found by its own 50 ms wait).
+            # ``min_batch`` free slots anyway (stalls: it sleeps until the next is due).
+            # Already set: the driver has not run since, and it clears the flag before it
+            # looks at the session, so it sees this frame too. Setting it again would take
+            # the event's lock, which a driver preempted on its way out of the wait holds.
             self._frames.set()
 
     # --- the pull ----------------------------------------------------------------------------
