@@ -113,6 +113,7 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
     doc = {
         "frames": stats.frames,
         "requests": stats.requests,
+        "acks": stats.acks,
         "bytes": stats.bytes,
         "skipped": stats.skipped_recent,
         "resent": stats.resent,
@@ -202,10 +203,21 @@ class DeviceProcesses:
         return devices, cpu_s
 
 
+def broker_drops(broker: MosquittoBroker) -> int:
+    """Mosquitto's "being dropped" log lines so far: a client's queue past its limit
+    (``max_queued_messages``) drops QoS 0 messages, e.g. chunks to a device far behind."""
+    try:
+        text = (broker.workdir / "mosquitto.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    return text.count("Outgoing messages are being dropped")
+
+
 def run_fleet(
     broker: MosquittoBroker, bundle: Path, work: Path, *, count: int, procs: int, install: str
 ) -> dict[str, Any]:
     url = broker.url
+    drops_before = broker_drops(broker)
     keys = work.parent / "keys"
     group = DeviceProcesses(url, keys, work, count=count, procs=procs, install=install)
     op = FleetClient(url).connect()
@@ -222,6 +234,7 @@ def run_fleet(
     op.publish_wait(TOPICS.deploy(FLEET, "detector"), b"", retain=True)
     op.close()
     broker_out_end = broker_bytes_out(pid)
+    drops = broker_drops(broker) - drops_before
     spans = phases(devices, start)
     done = sorted(
         min(d["phases"][s] for s in TERMINAL if s in d["phases"]) - start
@@ -246,6 +259,9 @@ def run_fleet(
         "server_last_chunk_s": round(stats["last_chunk_s"] - start, 3),
         "server_frames": stats["frames"],
         "server_requests": stats["requests"],  # chunk and index requests from all devices
+        "server_acks": stats["acks"],  # one per batch, read by every device
+        # Clients whose broker queue overflowed (each episode logged once by Mosquitto).
+        "broker_drop_episodes": drops,
         "server_resent_frames": stats["resent"],
         "server_held": stats["held"],
         "server_skipped_recent": stats["skipped"],

@@ -7,7 +7,10 @@ N devices fetching the same bundle cost about one transfer.
 
 Resend guard: a chunk streamed less than ``resend_guard_s`` ago is not sent again to a
 device that was already listening when it went out (it is in that device's backlog or
-was lost, and the device's stall timer, longer than the guard, asks again later). Each
+was lost, and the device's stall timer, longer than the guard, asks again later). A
+device that numbers its requests says which chunks it asks for again (``again``): the
+others are skipped however long ago they went out while it listened (a CPU-starved
+device's backlog lags by more than the guard), and the re-asked ones are re-sent. Each
 request carries a per-subscription ``listener`` token; the server notes when it first
 heard from it, so a device that subscribed after the chunk went out is served at once.
 For chunks that is the token's first chunk request, not its first request: a device
@@ -38,7 +41,7 @@ one that has not is merely behind.
 
 from __future__ import annotations
 
-import argparse
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +50,7 @@ from typing import cast
 
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import ServedBundle
+from agent.fleet.sharegroup import add_share_arg, valid_share_group
 from agent.fleet.startwait import MAX_S, QUIET_S, StartWait, start_hold_until
 from agent.log import get_logger
 from agent.update.transfer.wire import (
@@ -61,6 +65,7 @@ from agent.update.transfer.wire import (
 )
 
 log = get_logger(__name__)
+__all__ = ["ChunkServer", "ServerStats", "add_share_arg", "resend_not_needed", "valid_share_group"]
 
 Item = tuple[int, int, int]  # (kind, file, index)
 Asked = tuple[tuple[int, int], frozenset[Item]]  # a request's (listener, seq) and its items
@@ -75,6 +80,7 @@ class ServerStats:
     requests: int = 0
     bad_requests: int = 0
     frames: int = 0
+    acks: int = 0
     bytes: int = 0
     skipped_recent: int = 0
     held: int = 0  # re-sends delayed to be shared by late joiners
@@ -126,6 +132,8 @@ class ChunkServer:
         # Per deployment: the requests pooled in _pending (named by the ack after them), and
         # those waiting for a held re-send: (due, (listener, seq)).
         self._asked: dict[str, list[Asked]] = {}
+        # Per deployment: pooled items a requester without numbers asked for (timed guard).
+        self._timed: dict[str, set[Item]] = {}
         self._late: dict[str, list[tuple[float, tuple[int, int]]]] = {}
         self._last_sent: dict[tuple[str, Item], float] = {}
         self._listening: dict[Listener, float] = {}
@@ -195,8 +203,12 @@ class ChunkServer:
                 since = self._listening.setdefault(key, now)
                 if request.listener is None:
                     since = now  # an old client without a token: always serve
+                if pair is None or kind is FrameKind.INDEX:
+                    self._timed.setdefault(deployment_id, set()).update(items)
+                again = {(int(FrameKind.CHUNK), f, i) for f, i in request.again}
                 for item in items:
-                    pending[item] = max(pending.get(item, since), since)
+                    asked_s = now if item in again else since  # lost: listening is no proof
+                    pending[item] = max(pending.get(item, asked_s), asked_s)
         self._wake.set()
 
     def _next_due_s(self, now: float) -> float:
@@ -285,13 +297,15 @@ class ChunkServer:
                 released |= self._release_due(time.monotonic())
                 pending, self._pending = self._pending, {}
                 asked, self._asked = self._asked, {}
+                timed, self._timed = self._timed, {}
                 self._keep_waiting(pending, asked, time.monotonic())
             for deployment_id, items in pending.items():
                 if not items:
                     continue
                 try:
                     answered = asked.get(deployment_id, [])
-                    self._serve(self._bundles[deployment_id], items, released, answered)
+                    guarded = timed.get(deployment_id, set())
+                    self._serve(self._bundles[deployment_id], items, released, answered, guarded)
                 except Exception as exc:
                     log.exception("chunk_serve_failed", deployment=deployment_id, error=str(exc))
             idle_since = time.monotonic()
@@ -302,6 +316,7 @@ class ChunkServer:
         items: dict[Item, float],
         released: set[tuple[str, Item]],
         asked: list[Asked],
+        timed: set[Item],
     ) -> None:
         topic = self._topics.stream(bundle.manifest.fleet, bundle.deployment_id)
         now = time.monotonic()
@@ -310,7 +325,13 @@ class ChunkServer:
         for item in sorted(items):
             key = (bundle.deployment_id, item)
             sent = self._last_sent.get(key)
-            if sent is not None and resend_not_needed(sent, items[item], now, self._guard_s):
+            guard_s = self._guard_s if item in timed else math.inf  # numbered: "again" says
+            # A released re-send was judged needed when it was held.
+            if (
+                sent is not None
+                and key not in released
+                and resend_not_needed(sent, items[item], now, guard_s)
+            ):
                 self.stats.skipped_recent += 1
                 continue
             if sent is not None and key not in released and self._hold_s > 0:
@@ -358,6 +379,7 @@ class ChunkServer:
             names = encode_answered(answered[start : start + MAX_ANSWERED])
             ack = encode_frame(FrameKind.ACK, 0, len(frames) if n == 0 else 0, names)
             self._client.publish(topic, ack, qos=1)
+            self.stats.acks += 1
 
     def _hold(self, deployment_id: str, item: Item, since: float, now: float) -> float:
         """Hold a re-send to share it with other late joiners; when it is due."""
@@ -374,27 +396,3 @@ def resend_not_needed(
 ) -> bool:
     """Every requester was listening when the chunk went out, and that was within the guard."""
     return sent_s >= listening_since_s and now_s - sent_s < guard_s
-
-
-def valid_share_group(name: str) -> bool:
-    """An MQTT 5 share name: not empty, no '/', '+' or '#' (spec 4.8.2)."""
-    return bool(name) and not any(c in name for c in "/+#")
-
-
-def _share_group(text: str) -> str:
-    # argparse also runs this on the "" default: empty means no shared subscription.
-    if text and not valid_share_group(text):
-        msg = f"a share group name is a non-empty name without '/', '+' or '#', got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return text
-
-
-def add_share_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--share-group",
-        type=_share_group,
-        default=None,  # not "": argparse runs a string default through ``type``
-        metavar="NAME",
-        help="serve chunk requests as one of the servers subscribed with this MQTT 5 shared "
-        "subscription group ($share/NAME/...); every server of a fleet uses the same NAME",
-    )

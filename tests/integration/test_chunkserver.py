@@ -288,3 +288,29 @@ def test_acks_name_the_requests_each_batch_answered(
         before = stream.frames_before_name((3, 0))
         assert before.count((FrameKind.CHUNK, 0)) == 2
         assert stream.server.stats.held == 1
+
+
+def test_numbered_requests_skip_the_backlog_however_old_and_get_what_they_ask_again(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """A device that numbers its requests flags re-asks: the rest is in its backlog.
+
+    Past the guard (0.3 s here, 2 s by default) an unnumbered request from a listener
+    gets a re-send; a numbered first ask does not (a CPU-starved device lags by more than
+    the guard: before, that re-sent chunks it had queued), and a flagged re-ask does.
+    """
+    with streaming(
+        mosquitto, tmp_path, short_range_model, resend_guard_s=0.3, resend_hold_s=0.05
+    ) as stream:
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0), (0, 1)), listener=1, seq=0))
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 0),), listener=2))
+        assert stream.wait_for(FrameKind.CHUNK, 2) == 2
+        time.sleep(0.5)  # past the guard
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0), (0, 1)), listener=1, seq=1))
+        assert stream.wait_answered((1, 1))
+        time.sleep(0.3)
+        assert stream.count(FrameKind.CHUNK) == 2  # both in cam-a's backlog: skipped
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 1),), listener=1, seq=2, again=((0, 1),)))
+        assert stream.wait_for(FrameKind.CHUNK, 2, index=1) == 2  # lost: sent again
+        stream.ask("cam-b", ChunkRequest(chunks=((0, 0),), listener=2))  # unnumbered
+        assert stream.wait_for(FrameKind.CHUNK, 2, index=0) == 2  # the timed guard, as before

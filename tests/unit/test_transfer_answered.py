@@ -165,3 +165,15 @@ def test_session_takes_its_own_names_from_acks_and_numbers_on_after_the_index(
     assert again is not None
     assert (again.chunks, again.seq) == (((0, 0), (0, 1)), 2)
     assert session.acks == 3
+
+
+def test_re_asks_are_flagged_again() -> None:
+    planner = _planner()
+    assert planner.plan(0.0).again == []
+    planner.answered(0, 1.0)
+    again = planner.plan(1.3)
+    assert (again.request, again.again) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    request = ChunkRequest(chunks=((0, 2), (0, 3)), listener=7, seq=1, again=((0, 3),))
+    assert decode_request(request.encode()) == request
+    with pytest.raises(FrameError):  # more re-asks than chunks
+        decode_request(b'{"chunks": [[0, 1]], "r": [[0, 1], [0, 2]], "s": 1, "q": 1}')

@@ -63,6 +63,7 @@ class Plan:
     request: list[int] = field(default_factory=list)
     stalled: bool = False
     seq: int = 0  # the request's number (acks name it once a server has answered it)
+    again: list[int] = field(default_factory=list)  # of ``request``: asked for before
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class WindowPlanner:
     answered_s: dict[int, float] = field(default_factory=dict)  # -> when its answer was read
     attributing: bool = False  # the server names answered requests in its acks
     lost: int = 0  # chunks asked again because their answer came without them
+    asked_ever: set[int] = field(default_factory=set)
     # Uniform [0, 1): the jitter source (injectable so tests are deterministic).
     jitter: Callable[[], float] = random.random
 
@@ -182,10 +184,12 @@ class WindowPlanner:
                 self.asked_seq[index] = seq
                 if len(request) >= room:
                     break
+        again = [i for i in request if i in self.asked_ever]
+        self.asked_ever.update(request)
         if request:
             self.next_seq += 1
         self.requested_total += len(request)
-        return Plan(Verdict.RUNNING, request=request, stalled=stalled, seq=seq)
+        return Plan(Verdict.RUNNING, request=request, stalled=stalled, seq=seq, again=again)
 
     def _defer(self, expired: list[int], now_s: float) -> list[int]:
         """Re-arm stalled chunks with a jittered delay while the stream is busy; the rest expire."""

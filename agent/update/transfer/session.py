@@ -258,9 +258,9 @@ class TransferSession:
                 return Tick(request, done=False)
             table = self.parts.table
             chunks = tuple(table.to_local(i) for i in plan.request)
-            return Tick(
-                ChunkRequest(chunks=chunks, listener=self.listener, seq=plan.seq), done=False
-            )
+            again = tuple(table.to_local(i) for i in plan.again)
+            request = ChunkRequest(chunks=chunks, listener=self.listener, seq=plan.seq, again=again)
+            return Tick(request, done=False)
 
     def finish(self) -> list[Path]:
         with self._lock:

@@ -102,12 +102,16 @@ class ChunkRequest:
     numbers the listener's requests; a server names ``(listener, seq)`` in the ack frame
     after the batch that answered it, so the device knows, once it has read that ack,
     that whatever it still lacks of the request was lost, not queued ahead of it.
+    ``again`` lists the chunks of ``chunks`` asked for before (lost or stalled): with
+    ``seq``, the server skips every other chunk that went out while the device listened
+    (it is in the device's backlog, however long ago), and re-sends these.
     """
 
     chunks: tuple[tuple[int, int], ...] = ()
     indexes: tuple[int, ...] = ()
     listener: int | None = None
     seq: int | None = None
+    again: tuple[tuple[int, int], ...] = ()
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"chunks": [list(c) for c in self.chunks]}
@@ -117,6 +121,8 @@ class ChunkRequest:
             body["s"] = self.listener
         if self.seq is not None:
             body["q"] = self.seq
+        if self.again:
+            body["r"] = [list(c) for c in self.again]
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
@@ -155,22 +161,33 @@ def decode_request(data: bytes) -> ChunkRequest:
         raise FrameError("request must be a JSON object")
     raw_chunks = body.get("chunks", [])
     raw_index = body.get("index", [])
-    if not isinstance(raw_chunks, list) or not isinstance(raw_index, list):
-        raise FrameError("chunks and index must be lists")
-    if len(raw_chunks) + len(raw_index) > MAX_REQUEST_ITEMS:
+    raw_again = body.get("r", [])
+    if not all(isinstance(raw, list) for raw in (raw_chunks, raw_index, raw_again)):
+        raise FrameError("chunks, index and r must be lists")
+    if len(raw_chunks) + len(raw_index) > MAX_REQUEST_ITEMS or len(raw_again) > len(raw_chunks):
         raise FrameError("request too long")
-    chunks: list[tuple[int, int]] = []
-    for item in raw_chunks:
-        if not isinstance(item, list) or len(item) != 2:
-            raise FrameError("each chunk is [file, index]")
-        chunks.append((_non_negative_int(item[0]), _non_negative_int(item[1])))
+    chunks = _pairs(raw_chunks)
+    again = _pairs(raw_again)
     raw_listener = body.get("s")
     listener = None if raw_listener is None else _non_negative_int(raw_listener)
     raw_seq = body.get("q")
     seq = None if raw_seq is None else _non_negative_int(raw_seq)
     return ChunkRequest(
-        tuple(chunks), tuple(_non_negative_int(i) for i in raw_index), listener=listener, seq=seq
+        tuple(chunks),
+        tuple(_non_negative_int(i) for i in raw_index),
+        listener=listener,
+        seq=seq,
+        again=tuple(again),
     )
+
+
+def _pairs(raw: list[Any]) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 2:
+            raise FrameError("each chunk is [file, index]")
+        pairs.append((_non_negative_int(item[0]), _non_negative_int(item[1])))
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
