@@ -113,7 +113,7 @@ def serve_process(url: str, bundle: Path, devices: int) -> None:
     doc = {
         "frames": stats.frames,
         "requests": stats.requests,
-        "acks": stats.acks,
+        "acks": getattr(stats, "acks", None),  # None: a chunk server before the count (A/B runs)
         "bytes": stats.bytes,
         "skipped": stats.skipped_recent,
         "resent": stats.resent,
