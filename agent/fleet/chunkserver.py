@@ -3,40 +3,27 @@
 Requests from every device are pooled for ``coalesce_s``; each wanted chunk is then
 published once on ``<root>/f/<fleet>/xfer/<deployment_id>/s``, which every device in
 the transfer subscribes to (and takes every chunk it lacks from, asked for or not), so
-N devices fetching the same bundle cost about one transfer.
+N devices fetching the same bundle cost about one transfer. docs/protocol.md has the rules.
 
-Resend guard: a chunk streamed less than ``resend_guard_s`` ago is not sent again to a
-device that was already listening when it went out (it is in that device's backlog or
-was lost, and the device's stall timer, longer than the guard, asks again later). A
-device that numbers its requests says which chunks it asks for again (``again``): the
-others are skipped however long ago they went out while it listened (a CPU-starved
-device's backlog lags by more than the guard), and the re-asked ones are re-sent. Each
-request carries a per-subscription ``listener`` token; the server notes when it first
-heard from it, so a device that subscribed after the chunk went out is served at once.
-For chunks that is the token's first chunk request, not its first request: a device
-drops chunks until its chunk index (asked for first) is whole.
+Resend guard: a chunk streamed while the asking device listened (per-subscription
+``listener`` token, from its first chunk request: a device drops chunks until its index
+is whole) is not sent again to it: it is in the device's backlog, or lost. For requests
+without numbers that holds for ``resend_guard_s`` (the stall timer asks again after it);
+a device that numbers its requests flags what it asks ``again``, so the rest is skipped
+however long ago it went out and the flagged ones are re-sent. Late joiners' re-sends
+are held ``resend_hold_s`` to be shared.
 
-Several servers may share one fleet's requests: with ``share_group`` each subscribes to
-``$share/<group>/<root>/d/+/xfer/<deployment_id>/req`` and the broker hands every request
-to one of them (MQTT 5 shared subscription; Mosquitto, EMQX, HiveMQ, VerneMQ). They
-need no coordination: every server holds the same bundle and publishes on the same stream
-topic, and a request lost with a dying server is asked again by the device's stall timer.
+Several servers may share one fleet's requests (``share_group``: MQTT 5 shared
+subscription ``$share/<group>/...``), with no coordination: same bundle, same stream.
 
-Start wait: a server that knows which devices a publication targets (``publish`` and
-``rollout`` do) holds the first chunks of a deployment until every one of them has
-asked for chunks (and so keeps what the stream brings), or no new one began asking for
-``start_quiet_s``, at most ``start_wait_s`` after the first ask (agent/fleet/startwait.py).
-Devices take the manifest at different moments; without the wait the first window would
-go out to the first asker alone and again to each later one.
+Start wait: a server that knows a publication's targets holds the first chunks while
+they keep beginning to ask (agent/fleet/startwait.py), so the first window goes out once.
 
-Chunk frames go out at ``chunk_qos`` (0 by default: no PUBACK per 128 KiB on either
-leg; a lost chunk is re-requested by the device's stall timer). After every batch a
-tiny ACK frame (QoS 1) tells devices the server is alive, so a broker that drops
-chunk-sized messages shows as "acks but no chunks" on the device, not a silent stall.
-Its payload names the ``(listener, seq)`` of every request the batch answered (sent or
-skipped by the guard; a request with a held re-send is named with that re-send): a
-device that has read it knows that what it still lacks of that request was lost, and
-one that has not is merely behind.
+Chunk frames go out at ``chunk_qos`` (0 by default). After a batch an ACK frame (QoS 1)
+tells devices the server is alive (acks but no chunks: a broker size limit), and names
+the ``(listener, seq)`` of the requests the batch answered (one with a held re-send
+after it): what a device still lacks of a named request was lost, not queued. Batches
+that published nothing are acknowledged at most every ``ack_every_s`` (agent/fleet/ackpace.py).
 """
 
 from __future__ import annotations
@@ -48,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
+from agent.fleet.ackpace import EVERY_S, AckPace
 from agent.fleet.mqttclient import FleetClient
 from agent.fleet.served import ServedBundle
 from agent.fleet.sharegroup import add_share_arg, valid_share_group
@@ -108,7 +96,9 @@ class ChunkServer:
         expect_devices: Iterable[str] = (),
         start_wait_s: float = MAX_S,
         start_quiet_s: float = QUIET_S,
+        ack_every_s: float = EVERY_S,
     ) -> None:
+        self._pace = AckPace(ack_every_s)  # acks of batches that published nothing
         self._mangle = mangle
         self._expect = frozenset(expect_devices)
         self._start_wait = StartWait(quiet_s=start_quiet_s, max_s=start_wait_s)
@@ -218,7 +208,8 @@ class ChunkServer:
             until = self._hold_until(deployment_id, now)
             if until is not None:
                 dues.append(until)
-        return min(dues, default=now + 0.5)
+        ack_due = self._pace.due_s()
+        return min([*dues, ack_due] if ack_due is not None else dues, default=now + 0.5)
 
     def _hold_until(self, deployment_id: str, now: float) -> float | None:
         """Until when the deployment's first chunks wait for targeted devices (None: go)."""
@@ -285,6 +276,11 @@ class ChunkServer:
                 timeout = min(0.5, max(0.0, self._next_due_s(now) - now))
             self._wake.wait(timeout)
             self._wake.clear()
+            with self._lock:
+                flushed = self._pace.flush(time.monotonic())
+            for deployment_id, names in flushed.items():
+                bundle = self._bundles[deployment_id]
+                self._ack(self._topics.stream(bundle.manifest.fleet, deployment_id), 0, names)
             with self._lock:
                 released = self._release_due(time.monotonic())
                 if not self._pending:
@@ -364,20 +360,25 @@ class ChunkServer:
             self.stats.bytes += len(data)
         if frames:
             self.stats.last_chunk_s = time.monotonic()
-        # The ack's index says how many frames this batch published: a batch the resend
-        # guard or hold emptied must not look like "chunks sent, none arrived" (too_large).
-        # Its payload names the requests answered; past MAX_ANSWERED, further acks (index 0).
-        answered = []
+        answered = []  # a request with a held re-send is named after it (not to look lost)
         for pair, wanted in asked:
-            if wanted & held.keys():  # named with the re-send, so it does not look lost
+            if wanted & held.keys():
                 due = max(held[item] for item in wanted & held.keys())
                 with self._lock:
                     self._late.setdefault(bundle.deployment_id, []).append((due, pair))
             else:
                 answered.append(pair)
+        with self._lock:
+            names = self._pace.take(bundle.deployment_id, answered, len(frames), now)
+        if names is not None:
+            self._ack(topic, len(frames), names)
+
+    def _ack(self, topic: str, frames: int, answered: list[tuple[int, int]]) -> None:
+        # index = frames the batch published: a batch the guard or hold emptied must not look
+        # like "chunks sent, none arrived" (too_large); names past MAX_ANSWERED: more acks.
         for n, start in enumerate(range(0, max(1, len(answered)), MAX_ANSWERED)):
             names = encode_answered(answered[start : start + MAX_ANSWERED])
-            ack = encode_frame(FrameKind.ACK, 0, len(frames) if n == 0 else 0, names)
+            ack = encode_frame(FrameKind.ACK, 0, frames if n == 0 else 0, names)
             self._client.publish(topic, ack, qos=1)
             self.stats.acks += 1
 

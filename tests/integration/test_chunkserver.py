@@ -314,3 +314,21 @@ def test_numbered_requests_skip_the_backlog_however_old_and_get_what_they_ask_ag
         assert stream.wait_for(FrameKind.CHUNK, 2, index=1) == 2  # lost: sent again
         stream.ask("cam-b", ChunkRequest(chunks=((0, 0),), listener=2))  # unnumbered
         assert stream.wait_for(FrameKind.CHUNK, 2, index=0) == 2  # the timed guard, as before
+
+
+def test_batches_that_publish_nothing_share_acks(
+    mosquitto: MosquittoBroker, tmp_path: Path, short_range_model: Path
+) -> None:
+    """Every ack reaches every device: skip-only batches are acknowledged at most every
+    ``ack_every_s``, naming every request they answered; a batch with frames at once."""
+    with streaming(mosquitto, tmp_path, short_range_model, ack_every_s=0.5) as stream:
+        stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1, seq=0))
+        assert stream.wait_answered((1, 0))
+        acks = stream.count(FrameKind.ACK)
+        for seq in (1, 2, 3):  # already in cam-a's backlog: skipped, three batches
+            stream.ask("cam-a", ChunkRequest(chunks=((0, 0),), listener=1, seq=seq))
+            time.sleep(0.05)
+        assert stream.wait_answered((1, 3))
+        assert stream.count(FrameKind.ACK) == acks + 1
+        assert stream.answered()[-3:] == [(1, 1), (1, 2), (1, 3)]
+        assert stream.server.stats.skipped_recent == 3
