@@ -27,6 +27,10 @@ def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
     assert doc["many"]["procs"] == 2
     bundle = doc["many"]["bundle_bytes"]
     assert doc["many"]["server_bytes"] >= bundle  # every byte went over the broker
+    # What the chunk server answered: every device asked (index, then chunks), acks went out.
+    assert doc["many"]["server_requests"] >= 2 * 3
+    assert doc["many"]["server_acks"] >= 1
+    assert doc["many"]["broker_drop_episodes"] == 0  # Mosquitto dropped nothing for anyone
     assert doc["a_target_met"] is (doc["a_measured_wall_ratio"] <= doc["a_target_ratio"])
     assert doc["c_device_cpu_ms_per_device"]["fleet"] > 0
     # Issue 19: the raw fan-out to as many receiver processes, measured in the same run.
