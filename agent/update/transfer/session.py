@@ -148,15 +148,19 @@ class TransferSession:
             self._planner.answered(max(mine), now_s)
             self._answer_read = True  # the driver's next due time moved closer: wake it
 
-    def _on_index_piece(self, frame: Frame, now_s: float) -> None:
+    def _on_index_piece(self, frame: Frame, now_s: float) -> WriteResult | None:
+        """Keep an index piece; REJECTED (counted as a corrupt frame) when it cannot be one
+        of this index: past its end, or not the length its place there gives."""
         piece = frame.index
         size = self.index_ref.chunk_size
         bitmap = self._planner.bitmap
-        if piece >= bitmap.size or piece in bitmap:
-            return
+        if piece >= bitmap.size:
+            return WriteResult.REJECTED
+        if piece in bitmap:
+            return None  # a duplicate (another device's request, a QoS 1 redelivery)
         want = min(size, self.index_ref.length - piece * size)
         if len(frame.payload) != want:
-            return
+            return WriteResult.REJECTED
         self._index_pieces[piece] = bytes(frame.payload)
         bitmap.add(piece)
         self._planner.arrived(piece, now_s, fresh=True)
@@ -167,8 +171,9 @@ class TransferSession:
                 # Pieces carry no per-piece hash; start the index over from scratch.
                 log.warning("transfer_index_mismatch", dir=str(self.directory))
                 self._planner = self._next_planner(ChunkBitmap(bitmap.size), now_s)
-                return
+                return None
             self._start_chunks(data, persist=True)
+        return None
 
     # -- frames and ticks ------------------------------------------------------
 
@@ -196,9 +201,7 @@ class TransferSession:
                 self._on_ack(frame, now_s)
                 return None
             if frame.kind is FrameKind.INDEX:
-                if self.parts is None:
-                    self._on_index_piece(frame, now_s)
-                return None
+                return self._on_index_piece(frame, now_s) if self.parts is None else None
             if self.parts is None:
                 return None
             result = self.parts.write(frame.file, frame.index, frame.payload)
