@@ -84,8 +84,9 @@ class FrameRing:
         return self._seq
 
     def has_new(self, consumer: int = 0) -> bool:
-        """Whether a frame this consumer has not taken is published: a hint read without
-        the lock (a publish right after it still calls the listeners)."""
+        """Whether a frame this consumer has not taken is published. Without the lock it
+        is a hint (a publish right after it still calls the listeners); ``take`` asks it
+        under the lock."""
         latest = self._latest
         return latest >= 0 and self._meta[latest][0] > self._taken_seq[consumer]
 
@@ -96,7 +97,7 @@ class FrameRing:
         """
         deadline: float | None = None  # read the clock only when there is nothing new
         with self._cond:
-            while self._latest < 0 or self._meta[self._latest][0] <= self._taken_seq[consumer]:
+            while not self.has_new(consumer):
                 if deadline is None:
                     deadline = time.monotonic() + timeout_s
                 remaining = deadline - time.monotonic()

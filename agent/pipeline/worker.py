@@ -261,14 +261,14 @@ class ModelWorker:
                 inputs.infer_wake.clear()  # set by our own offer
                 prepared = inputs.take(wake=False)
             if prepared is None:
-                inputs.wake_prep(work=len(self._post) > 0 or feeder.any_new())
+                self._wake_prep()
                 inputs.infer_wake.wait(IDLE_WAIT_S)
                 continue
             if prepared.loaded is not self.loaded:
                 self._discard(prepared)
                 continue
             try:
-                inferred = self._invoke(prepared, generation, cpu, wake=self._wake_for_take)
+                inferred = self._invoke(prepared, generation, cpu, wake=self._wake_prep)
             except Exception as exc:  # reported in health; the loop goes on
                 prepared.feed.discarded += 1
                 self.faults.failed(exc, "inference")
@@ -279,14 +279,16 @@ class ModelWorker:
             # No frame waiting, none arrived during the invoke: the model waits for the
             # camera. Decode here and feed the next frame from here too, spared hand-offs.
             # With a frame waiting, the next invoke must not wait for the decode.
-            self._camera_bound = inputs.ready is None and not feeder.any_new()
-            if inputs.ready is None and self._poster.finish_now(inferred, self._post, cpu):
+            nothing_ready = inputs.ready is None
+            self._camera_bound = nothing_ready and not feeder.any_new()
+            if nothing_ready and self._poster.finish_now(inferred, self._post, cpu):
                 continue
             dropped = self._post.put(inferred)
             self._discard(dropped.prepared if dropped is not None else None)
 
-    def _wake_for_take(self) -> None:
-        """Just before an invoke: wake the prepost thread for what it can do now."""
+    def _wake_prep(self) -> None:
+        """Tell prepost the mailbox is empty, waking it only if there is work for it (just
+        before an invoke, or when idle)."""
         self._inputs.wake_prep(work=len(self._post) > 0 or self._feeder.any_new())
 
     def _invoke(
