@@ -194,14 +194,12 @@ class WindowPlanner:
     def _defer(self, expired: list[int], now_s: float) -> list[int]:
         """Re-arm stalled chunks with a jittered delay while the stream is busy; the rest expire."""
         still: list[int] = []
+        # A server that answers by name: an unanswered request is still on its way here.
+        most = (
+            self.limits.max_deferrals_unanswered if self.attributing else self.limits.max_deferrals
+        )
         for index in expired:
             count = self._deferrals.get(index, 0)
-            # A server that answers by name: an unanswered request is still on its way here.
-            most = (
-                self.limits.max_deferrals_unanswered
-                if self.attributing
-                else self.limits.max_deferrals
-            )
             if count >= most:
                 still.append(index)
                 continue
