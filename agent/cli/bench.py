@@ -140,6 +140,7 @@ def _print_human(result: dict[str, Any]) -> None:
         f"ratio    {result['ratio']:.3f}  median of {result['rounds']} rounds "
         f"{result['ratio_median']:.3f} (spread {result['ratio_spread']:.3f})  "
         f"rss {result['rss_mb']:.1f} MB"
+        + ("  (at --fps: the camera's share of the model)" if result.get("replay_fps") else "")
     )
     cpu, decode = result["overhead_cpu_us_per_frame"], result["capture_decode_ms"]
     print(

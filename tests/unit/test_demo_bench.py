@@ -147,3 +147,10 @@ def test_bench_fps_is_a_replay_rate_only(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["bench", "--fps", "0"])
     assert exited.value.code == 2
+
+
+def test_bench_human_output_says_what_the_ratio_is_at_camera_rate(capsys):
+    args = ["bench", "--fps", "20", "--seconds", "1", "--threads", "1", "--rounds", "1"]
+    assert main(args) == 0
+    ratio_line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ratio"))
+    assert "the camera's share of the model" in ratio_line
