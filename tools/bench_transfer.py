@@ -41,13 +41,20 @@ sys.path.insert(0, str(REPO))
 
 from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
 from bench_transfer_fanout import broker_bytes_out, raw_fanout  # noqa: E402 - tools/ sibling
-from bench_transfer_figures import arrivals, fanout_figures, fleet_figures, phases  # noqa: E402
+from bench_transfer_figures import (  # noqa: E402 - tools/ sibling
+    arrivals,
+    cpu_by_phase,
+    fanout_figures,
+    fleet_figures,
+    phases,
+)
 from bench_transfer_sim import (  # noqa: E402 - tools/ sibling
     TERMINAL,
     DeviceGroup,
     device_process,
     make_bundle,
 )
+from bench_transfer_threads import add_counts, add_up  # noqa: E402 - tools/ sibling
 
 from agent.fleet.chunkserver import ChunkServer  # noqa: E402
 from agent.fleet.mqttclient import FleetClient  # noqa: E402
@@ -195,11 +202,17 @@ class DeviceProcesses:
         """Every device's report and the processes' CPU seconds (summed)."""
         devices: list[dict[str, Any]] = []
         cpu_s = 0.0
+        self.threads: list[dict[str, dict[str, int]]] = []
+        self.paho: list[dict[str, int]] = []
+        self.cpu_starts: list[float] = []  # each device's process CPU at "ready"
         for proc in self.procs:
             out, _ = proc.communicate(timeout=timeout_s)
             doc = json.loads(out.strip().splitlines()[-1])
             devices += doc["devices"]
+            self.cpu_starts += [doc.get("cpu_start", 0.0)] * len(doc["devices"])
             cpu_s += doc["cpu_s"]
+            self.threads.append(doc.get("threads", {}))
+            self.paho.append(doc.get("paho", {}))
         return devices, cpu_s
 
 
@@ -283,6 +296,11 @@ def run_fleet(
         # (c) CPU of the device processes (devices, their shared MQTT thread and fan-out).
         "device_cpu_s": round(cpu_s, 2),
         "device_cpu_ms_per_device": round(1000 * cpu_s / count, 1),
+        # Per device, by thread (tools/bench_transfer_threads.py).
+        "threads_per_device": add_up(group.threads, count),
+        # Median CPU per phase, one device per process (--procs 1 mixes devices: ignore it).
+        "cpu_ms_by_phase": cpu_by_phase(devices, group.cpu_starts),
+        "paho_per_device": add_counts(group.paho, count),
     }
 
 

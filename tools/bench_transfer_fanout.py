@@ -28,6 +28,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_transfer_threads import (  # noqa: E402 - tools/ sibling
+    add_counts,
+    add_up,
+    count_paho,
+    delta,
+    paho_counts,
+    snapshot,
+)
+
 from agent.fleet.mqttclient import FleetClient  # noqa: E402 - after sys.path
 from agent.log import configure  # noqa: E402
 
@@ -74,11 +83,15 @@ def subscriber(url: str, topic: str, expect: int, out: Path, timeout_s: float) -
         client.subscribe(topic, on_message)
         time.sleep(0.3)  # SUBACK in
         cpu_start = time.process_time()
+        threads_start, counts_start = snapshot(), paho_counts()
         print("ready", flush=True)
         done.wait(timeout_s)
         cpu_s = time.process_time() - cpu_start
+        threads = delta(threads_start, snapshot())
+        counts = {k: v - counts_start.get(k, 0) for k, v in paho_counts().items()}
         client.close()
     doc = {"bytes": got, "sha256": digest.hexdigest(), "first_s": first_s, "done_s": last_s}
+    doc.update(threads=threads, paho=counts)
     print(json.dumps({**doc, "cpu_s": round(cpu_s, 3)}), flush=True)
 
 
@@ -128,6 +141,9 @@ def raw_fanout(
             else None
         ),
         "subscriber_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+        # Per receiver, by thread (tools/bench_transfer_threads.py).
+        "threads_per_receiver": add_up([r.get("threads", {}) for r in reports], count),
+        "paho_per_receiver": add_counts([r.get("paho", {}) for r in reports], count),
     }
 
 
@@ -140,6 +156,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     configure(level="error")
+    count_paho()
     subscriber(args.url, args.topic, args.expect, args.out, args.timeout)
     return 0
 

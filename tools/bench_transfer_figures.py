@@ -24,6 +24,20 @@ def phases(devices: list[dict[str, Any]], start: float) -> dict[str, float | Non
     }
 
 
+def cpu_by_phase(devices: list[dict[str, Any]], starts: list[float]) -> dict[str, float | None]:
+    """Median CPU ms of a device (one per process) per phase: ready -> downloading (manifest
+    verify), downloading -> installing (transfer), installing -> terminal (install)."""
+    spans: dict[str, list[float]] = {"verify": [], "transfer": [], "install": []}
+    for device, start in zip(devices, starts, strict=True):
+        cpu = device.get("cpu", {})
+        end = next((cpu[s] for s in TERMINAL if s in cpu), None)
+        marks = [start, cpu.get("downloading"), cpu.get("installing"), end]
+        for name, a, b in zip(spans, marks, marks[1:], strict=False):
+            if a is not None and b is not None:
+                spans[name].append(1000 * (b - a))
+    return {name: round(sorted(v)[len(v) // 2], 1) if v else None for name, v in spans.items()}
+
+
 def fleet_figures(
     one: dict[str, Any], many: dict[str, Any], fanout_s_per_byte: float
 ) -> dict[str, Any]:

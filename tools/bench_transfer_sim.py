@@ -111,12 +111,15 @@ class DeviceBus:
         self._owner = owner
         self._on_terminal = on_terminal
         self.phases: dict[str, float] = {}  # op status -> first time.monotonic() it was published
+        # op status -> this process's CPU seconds then (one device per process: its own CPU).
+        self.cpu: dict[str, float] = {}
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> object:
         terminal = False
         if "/op/model_update/" in topic:
             status = json.loads(payload).get("status", "")
             self.phases.setdefault(status, time.monotonic())
+            self.cpu.setdefault(status, time.process_time())
             terminal = status in TERMINAL
         info = self._hub.client.publish(topic, payload, qos=qos, retain=retain)
         if terminal and self._on_terminal is not None:
@@ -194,6 +197,7 @@ class DeviceGroup:
             {
                 "status": s.results[-1]["status"] if s.results else "none",
                 "phases": dict(b.phases),
+                "cpu": dict(b.cpu),
             }
             for s, b in zip(self.services, self.buses, strict=True)
         ]
@@ -201,6 +205,15 @@ class DeviceGroup:
 
 def device_process(args: argparse.Namespace) -> None:
     """``_devices`` mode: start devices, say ready, run until they end; one JSON line out."""
+    # A sibling in tools/, on the path in this mode (tests import this module as tools.*).
+    from bench_transfer_threads import (  # noqa: PLC0415
+        count_paho,
+        delta,
+        paho_counts,
+        snapshot,
+    )
+
+    count_paho()
     names = [f"dev-{i}" for i in range(args.first, args.first + args.count)]
     topics = Topics("ea/v1")
     group = DeviceGroup(
@@ -215,13 +228,18 @@ def device_process(args: argparse.Namespace) -> None:
     )
     time.sleep(0.3)  # subscriptions settled
     cpu_start = time.process_time()
+    threads_start, counts_start = snapshot(), paho_counts()
     print("ready", flush=True)
     group.wait(args.timeout)
+    threads = delta(threads_start, snapshot())
+    counts = {k: v - counts_start.get(k, 0) for k, v in paho_counts().items()}
     # CPU of this process while its devices worked: their threads, the shared MQTT network
     # thread and the fan-out (the wait loop above costs a wake-up every 20 ms).
     cpu_s = time.process_time() - cpu_start
     group.close()
-    print(json.dumps({"cpu_s": cpu_s, "devices": group.report()}), flush=True)
+    doc = {"cpu_s": cpu_s, "cpu_start": cpu_start, "threads": threads, "paho": counts}
+    doc["devices"] = group.report()
+    print(json.dumps(doc), flush=True)
     sys.stdout.flush()
 
 

@@ -49,6 +49,13 @@ def test_fleet_harness_commits_every_device_and_labels_figures() -> None:
     start = doc["many"]["server_start_wait"]
     assert start["askers"] == 3
     assert start["held_s"] >= 0
+    # Where the device processes' and receivers' CPU went, per thread (fourth session).
+    threads = doc["many"]["threads_per_device"]
+    assert threads["update-service"]["cpu_ms"] > 0
+    assert threads["mqtt"]["cpu_ms"] > 0
+    assert threads["mqtt"]["slices"] >= 1
+    assert doc["raw"]["threads_per_receiver"]["mqtt"]["cpu_ms"] > 0
+    assert set(doc["many"]["cpu_ms_by_phase"]) == {"verify", "transfer", "install"}
     projection = doc["d_projection"]
     assert projection["label"].startswith("PROJECTION (not measured)")
     terms = ("device_s", "broker_s", "server_s")
