@@ -123,12 +123,16 @@ def requantise(
 
 
 Region = tuple[slice, slice]
+# Buffers remembered per preprocessor: a pipeline prepares into three (handoff.py); more
+# means callers that come and go, whose buffers need not be kept alive.
+_WRITTEN_BUFFERS = 8
 
 
 @dataclass(frozen=True, slots=True)
 class _FloatFit:
     """What the direct float path reuses for one resized size: buffer, slices, pad blocks."""
 
+    size: tuple[int, int]  # resized width, height
     resized: npt.NDArray[np.uint8]  # the frame at model size (colour swapped in place)
     inner: Region  # where it goes in the input (HxWxC)
     pads: tuple[tuple[Region, npt.NDArray[np.float32]], ...]  # letterbox bands, filled
@@ -148,10 +152,28 @@ class _FloatFit:
             if shape[0] > 0 and shape[1] > 0:
                 pads.append(((rows, cols), np.ascontiguousarray(np.broadcast_to(pad, shape))))
         return _FloatFit(
+            size=(w, h),
             resized=np.empty((h, w, 3), np.uint8),
             inner=(slice(py, py + h), slice(px, px + w)),
             pads=tuple(pads),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A caller's float32 NHWC buffer as the direct path last wrote it, for one frame shape.
+
+    The pipeline prepares every frame into one of the same few buffers, each written by
+    this preprocessor alone: views made once, and the letterbox pad, which no frame
+    changes, filled once instead of per frame.
+    """
+
+    out: npt.NDArray[np.generic]  # held, so its id() cannot be reused while it is a key
+    shape: tuple[int, ...]  # the frame shape these views were made for
+    plan: _Plan
+    region: Region | None  # the frame region used (crop mode), None for the whole frame
+    fit: _FloatFit
+    inner: npt.NDArray[np.float32]  # where the resized frame goes in ``out``
 
 
 class Preprocessor:
@@ -195,6 +217,7 @@ class Preprocessor:
         self._pad = np.zeros(3, np.float32) if self._lut is None else self._lut[0, 0].copy()
         self._uniform = self._uniform_affine()
         self._fits: dict[tuple[int, int], _FloatFit] = {}
+        self._written: dict[int, _Written] = {}  # by id() of the caller's buffer
 
     def _float_table(self) -> npt.NDArray[np.float32] | None:
         """Pixel value -> tensor value for a float32 NHWC input, per channel (1x256x3).
@@ -243,7 +266,16 @@ class Preprocessor:
         return plan
 
     def prepare(self, image: npt.NDArray[np.uint8], out: npt.NDArray[np.generic]) -> Transform:
-        """Write ``image`` (BGR HxWx3) into ``out`` (the input tensor) and return the transform."""
+        """Write ``image`` (BGR HxWx3) into ``out`` (the input tensor) and return the transform.
+
+        ``out`` is written by this preprocessor alone between calls: a letterbox pad the
+        direct float path wrote into it before is not written again.
+        """
+        written = self._written.get(id(out))
+        if written is not None and written.out is out and written.shape == image.shape:
+            region = image if written.region is None else image[written.region]
+            self._convert(region, written.fit, written.inner)
+            return written.plan.transform
         frame_h, frame_w = image.shape[:2]
         plan = self._plan(frame_w, frame_h)
         x0, y0, x1, y1 = plan.crop
@@ -251,7 +283,18 @@ class Preprocessor:
         target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
         if self._lut is not None and target.flags.c_contiguous:
             # A float32 NHWC input (that is when there is a table), written in place.
-            self._prepare_float(region, plan, cast("npt.NDArray[np.float32]", target), self._lut)
+            whole = plan.crop == (0, 0, frame_w, frame_h)
+            fit = self._prepare_float(region, plan, cast("npt.NDArray[np.float32]", target))
+            if len(self._written) >= _WRITTEN_BUFFERS:
+                self._written.clear()  # buffers of a pipeline that is gone: forget them
+            self._written[id(out)] = _Written(
+                out,
+                image.shape,
+                plan,
+                None if whole else (slice(y0, y1), slice(x0, x1)),
+                fit,
+                target[fit.inner],
+            )
             return plan.transform
         if plan.offset == (0, 0):
             cv2.resize(region, plan.size, dst=self._canvas, interpolation=cv2.INTER_LINEAR)
@@ -285,39 +328,43 @@ class Preprocessor:
         return plan.transform
 
     def _prepare_float(
-        self,
-        region: npt.NDArray[np.uint8],
-        plan: _Plan,
-        target: npt.NDArray[np.float32],
-        lut: npt.NDArray[np.float32],
-    ) -> None:
+        self, region: npt.NDArray[np.uint8], plan: _Plan, target: npt.NDArray[np.float32]
+    ) -> _FloatFit:
         """Float32 NHWC: resize, colour order and normalisation straight into the tensor.
 
         Only the resized rectangle is converted (a letterbox pad gets the value of a black
         pixel, copied from a block made once per frame size), with no canvas in between:
-        about half the CPU of converting the whole padded input. One ``cv2.addWeighted``
-        pass scales and shifts where every channel shares one affine; a per-channel one
-        goes through the table.
+        about half the CPU of converting the whole padded input.
         """
         fit = self._fits.get(plan.size)
         if fit is None:
             fit = self._fits[plan.size] = _FloatFit.make(plan, self._in_w, self._in_h, self._pad)
-        pixels = cv2.resize(region, plan.size, dst=fit.resized, interpolation=cv2.INTER_LINEAR)
+        self._convert(region, fit, target[fit.inner])
+        for where, block in fit.pads:
+            # A same-shape copy: broadcasting the 3-value pad into the slice is ~10x slower.
+            target[where] = block
+        return fit
+
+    def _convert(
+        self, region: npt.NDArray[np.uint8], fit: _FloatFit, inner: npt.NDArray[np.float32]
+    ) -> None:
+        """The frame region resized into ``fit``, then colour order and affine into ``inner``.
+
+        One ``cv2.addWeighted`` pass scales and shifts where every channel shares one
+        affine; a per-channel one goes through the table.
+        """
+        pixels = cv2.resize(region, fit.size, dst=fit.resized, interpolation=cv2.INTER_LINEAR)
         if self._rgb:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=fit.resized)
-        inner = target[fit.inner]
         if self._uniform is not None:
             scale, offset = self._uniform
             written = cv2.addWeighted(
                 pixels, scale, pixels, 0.0, offset, dst=inner, dtype=cv2.CV_32F
             )
         else:
-            written = cv2.LUT(pixels, lut, dst=inner)
+            written = cv2.LUT(pixels, cast("npt.NDArray[np.float32]", self._lut), dst=inner)
         if written is not inner:  # cv2 could not take the view as its destination
             np.copyto(inner, written)
-        for where, block in fit.pads:
-            # A same-shape copy: broadcasting the 3-value pad into the slice is ~10x slower.
-            target[where] = block
 
     def _write_affine(
         self,

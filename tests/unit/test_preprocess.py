@@ -162,3 +162,38 @@ def test_direct_float_path_writes_the_values_of_the_arithmetic_path(
     assert np.isfinite(fast).all()
     rounding = 2 * np.finfo(np.float32).eps * max(1.0, float(np.abs(strided).max()))
     np.testing.assert_allclose(fast, strided, rtol=0, atol=rounding)
+
+
+@pytest.mark.parametrize("mode", ["squash", "letterbox", "crop"])
+def test_a_reused_buffer_gets_what_a_fresh_one_gets(mode):
+    # The pipeline prepares every frame into one of the same few buffers; what a reused
+    # buffer holds after each frame must be what a fresh preprocessor writes into a fresh
+    # buffer, also when the frame size changes in between (another camera).
+    rng = np.random.default_rng(3)
+    shapes = [(24, 64), (24, 64), (40, 16), (24, 64), (40, 16)]
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    pre = Preprocessor(_spec((1, 24, 32, 3)), mode, "rgb", "auto")
+    reused = np.full((1, 24, 32, 3), np.nan, np.float32)
+    for frame in frames:
+        transform = pre.prepare(frame, reused)
+        fresh = np.full((1, 24, 32, 3), np.nan, np.float32)
+        expected = Preprocessor(_spec((1, 24, 32, 3)), mode, "rgb", "auto").prepare(frame, fresh)
+        assert transform == expected
+        np.testing.assert_array_equal(reused, fresh)
+
+
+def test_the_letterbox_pad_of_a_buffer_is_written_once():
+    # Nothing but the preprocessor writes the pipeline's input buffers, so the pad band
+    # (the same for every frame of one size) is filled on the first frame only.
+    rng = np.random.default_rng(5)
+    pre = Preprocessor(_spec((1, 24, 32, 3)), "letterbox", "rgb", "auto")
+    tensor = np.zeros((1, 24, 32, 3), np.float32)
+    pre.prepare(rng.integers(0, 256, (12, 64, 3), dtype=np.uint8), tensor)
+    assert (tensor[0, :6] == -1.0).all()  # the top band: black in -1..1
+    tensor[0, :6] = 7.0  # marks what a second write would overwrite
+    second = rng.integers(0, 256, (12, 64, 3), dtype=np.uint8)
+    pre.prepare(second, tensor)
+    assert (tensor[0, :6] == 7.0).all()
+    fresh = np.zeros_like(tensor)
+    Preprocessor(_spec((1, 24, 32, 3)), "letterbox", "rgb", "auto").prepare(second, fresh)
+    np.testing.assert_array_equal(tensor[0, 6:18], fresh[0, 6:18])
