@@ -5,6 +5,8 @@ No broker: a recording bus, a real ``TransferSession`` and ``OpReporter`` on tmp
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,8 @@ from agent.update.transfer.pull import StreamPull, driver_wait_s
 from agent.update.transfer.report import OpReporter
 from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.settings import ServiceSettings, Superseded
-from agent.update.transfer.wire import FrameKind, Topics, encode_frame
+from agent.update.transfer.table import table_from_bytes
+from agent.update.transfer.wire import FrameKind, Topics, encode_answered, encode_frame
 
 TOPICS = Topics("ea/v1")
 
@@ -144,8 +147,9 @@ class CountingEvent(threading.Event):
         super().set()
 
 
-def test_frames_wake_a_driver_that_is_not_already_woken(tmp_path: Path) -> None:
-    """One set per wake-up: frames after it find the flag set and leave the event alone."""
+def _pull_with_session(tmp_path: Path, *, window: int = 2) -> tuple[StreamPull, Any]:
+    """A StreamPull whose driver is asleep for a second, fed a real session on tmp_path:
+    a 2-piece chunk index, then 5 chunks of 64 bytes (``window`` in flight, min_batch 1)."""
     bus = RecordingBus()
     root = tmp_path / "transfer"
     pull = StreamPull(
@@ -157,23 +161,77 @@ def test_frames_wake_a_driver_that_is_not_already_woken(tmp_path: Path) -> None:
         stop=threading.Event(),
         clock=SystemClock(),
     )
+    data = os.urandom(5 * 64)
+    table = table_from_bytes(64, [("m.bin", len(data), hashlib.sha256(data).hexdigest())], data)
+    index = os.urandom(100)  # stands in for the chunk index bytes (parse_index is faked)
     session = TransferSession(
         directory=root / "x",
-        index_ref=IndexRef(100, "ab" * 32, 64),
-        parse_index=lambda _b: None,  # type: ignore[arg-type, return-value]
-        limits=PlannerLimits(window=4),
-        now_s=0.0,
-        listener=1,
+        index_ref=IndexRef(len(index), hashlib.sha256(index).hexdigest(), 64),
+        parse_index=lambda _b: table,
+        limits=PlannerLimits(window=window, stall_s=30.0, min_batch=1, answer_grace_s=0.3),
+        now_s=time.monotonic(),
+        listener=42,
     )
-    pull._active = ("dep-1", session)
+    pull._active = pull_module._Active("dep-1", session, "req")
     event = CountingEvent()
     pull._frames = event
+    pull._driver_due_s = time.monotonic() + 1.0  # the driver waits for a second
+    first = session.tick(time.monotonic()).request  # the driver's first tick: the index
+    assert first is not None
+    assert first.indexes == (0, 1)
+    frames = [encode_frame(FrameKind.INDEX, 0, n, index[n * 64 : (n + 1) * 64]) for n in (0, 1)]
+    frames += [encode_frame(FrameKind.CHUNK, 0, n, data[n * 64 : (n + 1) * 64]) for n in range(5)]
+    return pull, SimpleNamespace(bus=bus, event=event, session=session, frames=frames)
+
+
+def test_frames_that_free_the_window_are_asked_for_on_the_network_thread(
+    tmp_path: Path,
+) -> None:
+    """The network thread sends the next request itself; the sleeping driver is not woken.
+
+    Before: every frame that freed the window woke the driver to send it (a thread switch
+    per window move, and under CPU starvation each one met the busy network thread).
+    """
+    pull, t = _pull_with_session(tmp_path)
     topic = TOPICS.stream("f", "dep-1")
-    ack = encode_frame(FrameKind.ACK, 0, 1, b"")
-    assert session.wants_tick  # still fetching its index: every frame may matter
-    for _ in range(3):
-        pull.on_stream(topic, ack)
-    assert event.sets == 1
-    event.clear()  # the driver woke
-    pull.on_stream(topic, ack)
-    assert event.sets == 2
+    for frame in t.frames[:2]:  # the index is whole: chunks 0 and 1 are asked for at once
+        pull.on_stream(topic, frame)
+    assert t.bus.published == ["req"]
+    pull.on_stream(topic, t.frames[2])  # chunk 0 frees a slot: chunk 2 is asked for
+    assert t.bus.published == ["req", "req"]
+    assert t.event.sets == 0  # nothing was due before the driver's own wake-up
+
+
+def test_the_driver_is_woken_to_finish_and_for_what_falls_due_before_its_wait_ends(
+    tmp_path: Path,
+) -> None:
+    pull, t = _pull_with_session(tmp_path)
+    topic = TOPICS.stream("f", "dep-1")
+    for frame in t.frames[:3]:
+        pull.on_stream(topic, frame)
+    assert t.event.sets == 0
+    # An ack naming request 1 (chunks 0, 1): chunk 1 did not come before it, so it is
+    # asked again 0.3 s later, before the driver's wait ends: the driver must look then.
+    pull.on_stream(topic, encode_frame(FrameKind.ACK, 0, 2, encode_answered([(42, 1)])))
+    assert t.event.sets == 1
+    t.event.clear()
+    for frame in t.frames[3:]:
+        pull.on_stream(topic, frame)
+    assert t.session.parts.bitmap.complete
+    assert t.event.sets == 2  # the last chunk: the driver finishes the transfer
+    assert t.session.tick(time.monotonic()).done
+
+
+def test_a_driver_ticking_now_is_flagged_once_instead(tmp_path: Path) -> None:
+    """While the driver builds and sends a request (numbers go out in order), frames do not
+    tick on the network thread: they set the driver's flag, once per wake-up."""
+    pull, t = _pull_with_session(tmp_path)
+    topic = TOPICS.stream("f", "dep-1")
+    with pull._asking:
+        for frame in t.frames[:3]:
+            pull.on_stream(topic, frame)
+        assert t.bus.published == []
+        assert t.event.sets == 1
+        t.event.clear()  # the driver woke
+        pull.on_stream(topic, t.frames[3])
+        assert t.event.sets == 2

@@ -1,14 +1,20 @@
 """The MQTT chunk pull of one bundle: subscribe to its stream, ask for chunks, check each.
 
-Runs on the update service's thread (``pull``); ``on_stream`` runs on the network
-thread and only hands frames to the active session and wakes the puller. The
-subscribed stream is remembered on disk so a restart after a kill can drop it.
+Runs on the update service's thread (``pull``, the driver); ``on_stream`` runs on the
+network thread, hands frames to the active session and, when a frame frees the window
+or an ack names one of its requests, asks for the next chunks itself (issue 19.3,
+fourth session): waking the driver for that cost a thread switch per window move, and
+on a CPU-starved fleet each such wake-up met the network thread busy with the backlog
+(they contend for the interpreter lock), so the driver now wakes only for what has a
+time (stall expiries, progress reports, the deadline) and to finish. The subscribed
+stream is remembered on disk so a restart after a kill can drop it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -24,7 +30,7 @@ from agent.update.transfer.report import OpReporter
 from agent.update.transfer.session import IndexRef, TransferSession
 from agent.update.transfer.settings import Bus, ServiceSettings, Superseded
 from agent.update.transfer.source import chunk_table
-from agent.update.transfer.wire import FrameError, FrameKind, Topics, decode_frame
+from agent.update.transfer.wire import ChunkRequest, FrameError, FrameKind, Topics, decode_frame
 from agent.update.trust.verify import Verified
 
 log = get_logger(__name__)
@@ -34,6 +40,15 @@ MAX_QUIET_REPORT_S = 60.0  # progress report period once nothing has arrived for
 # poll it replaces, and a look at ``stop``/``superseded`` at least once a second.
 MIN_WAIT_S = 0.05
 MAX_WAIT_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Active:
+    """The transfer ``on_stream`` feeds: its deployment, session and request topic."""
+
+    deployment: str
+    session: TransferSession
+    request_topic: str
 
 
 def driver_wait_s(now_s: float, *dues_s: float) -> float:
@@ -61,7 +76,14 @@ class StreamPull:
         self._stop = stop
         self._clock = clock
         self._frames = threading.Event()
-        self._active: tuple[str, TransferSession] | None = None
+        self._active: _Active | None = None
+        # Held while a tick's request is built and published, so requests go out in the
+        # order of their numbers (acks name them; an answered later one means an earlier
+        # one was lost) whichever thread ticks.
+        self._asking = threading.Lock()
+        # When the driver's current wait ends (monotonic); infinite while it is not waiting,
+        # so a due time on_stream brings then makes it look again before it sleeps.
+        self._driver_due_s = math.inf
         self.corrupt_frames = 0
 
     def wake(self) -> None:
@@ -101,7 +123,7 @@ class StreamPull:
     def on_stream(self, topic: str, payload: bytes) -> None:
         active = self._active
         # <root>/f/<fleet>/xfer/<deployment_id>/s; frames of other transfers are stale: dropped.
-        if active is None or topic.rsplit("/", 2)[-2] != active[0]:
+        if active is None or topic.rsplit("/", 2)[-2] != active.deployment:
             return
         try:
             frame = decode_frame(payload)
@@ -113,22 +135,47 @@ class StreamPull:
         if frame.kind is FrameKind.INDEX and not frame.header_ok:
             self.corrupt_frames += 1
             return
-        result = active[1].on_frame(frame, self._clock.monotonic_s())
-        # Wake the driver only when the window may have moved: duplicates and chunks that
-        # failed their check change nothing (on a busy shared stream most frames are that).
+        session = active.session
+        result = session.on_frame(frame, self._clock.monotonic_s())
+        # Tick only when the window may have moved: duplicates and chunks that failed
+        # their check change nothing (on a busy shared stream most frames are that), and
+        # a request needs ``min_batch`` free slots anyway.
         if result is WriteResult.REJECTED:
             self.corrupt_frames += 1  # damaged in transit or not of this bundle: dropped
-        elif (
-            (result is None or result is WriteResult.WRITTEN)
-            and active[1].wants_tick
-            and not self._frames.is_set()
-        ):
-            # Waking the driver per chunk costs a thread switch each; a request needs
-            # ``min_batch`` free slots anyway (stalls: it sleeps until the next is due).
-            # Already set: the driver has not run since, and it clears the flag before it
-            # looks at the session, so it sees this frame too. Setting it again would take
-            # the event's lock, which a driver preempted on its way out of the wait holds.
+        elif (result is None or result is WriteResult.WRITTEN) and session.wants_tick:
+            self._ask_here(active)
+
+    def _ask_here(self, active: _Active) -> None:
+        """On the network thread: send what a tick asks for; wake the driver only when it
+        must act (finish, fail) or something fell due before its wait ends."""
+        if self._stop.is_set() or not self._asking.acquire(blocking=False):
+            # The driver is ticking now; the flag makes it tick once more after that.
+            self._wake_driver()
+            return
+        try:
+            tick = active.session.tick(self._clock.monotonic_s())
+            if tick.request is not None:
+                self._send(active.request_topic, tick.request)
+        except AgentError:  # the transfer cannot go on: the driver's tick raises it again
+            self._wake_driver()
+            return
+        finally:
+            self._asking.release()
+        if tick.done or active.session.next_due_s() < self._driver_due_s:
+            self._wake_driver()
+
+    def _wake_driver(self) -> None:
+        # Already set: the driver has not run since, and it clears the flag before it looks
+        # at the session, so it sees this too. Setting it again would take the event's
+        # lock, which a driver preempted on its way out of the wait holds.
+        if not self._frames.is_set():
             self._frames.set()
+
+    def _send(self, topic: str, request: ChunkRequest) -> None:
+        try:
+            self._bus.publish(topic, request.encode(), qos=1)
+        except AgentError as exc:  # link down: the stall timer asks again
+            log.debug("chunk_request_unsent", error=str(exc))
 
     # --- the pull ----------------------------------------------------------------------------
 
@@ -164,7 +211,7 @@ class StreamPull:
         )
         request_topic = self._topics.request(self.settings.device_id, dep)
         stream_topic = self._topics.stream(manifest.fleet, dep)
-        self._active = (dep, session)
+        self._active = _Active(dep, session, request_topic)
         # Subscribed only while transferring. SUBSCRIBE goes out before our first request on
         # the same connection, so the broker routes the answer to us.
         self._mark_stream(stream_topic)
@@ -177,15 +224,13 @@ class StreamPull:
                 if superseded():
                     raise Superseded
                 now = self._clock.monotonic_s()
-                tick = session.tick(now)
+                with self._asking:
+                    tick = session.tick(now)
+                    if tick.request is not None:
+                        self._send(request_topic, tick.request)
                 if tick.done:
                     session.finish()
                     return session.files_dir
-                if tick.request is not None:
-                    try:
-                        self._bus.publish(request_topic, tick.request.encode(), qos=1)
-                    except AgentError as exc:  # link down: the stall timer asks again
-                        log.debug("chunk_request_unsent", error=str(exc))
                 if now - last_progress >= every_s:
                     last_progress = now
                     progress = session.progress()
@@ -202,7 +247,11 @@ class StreamPull:
                 # No fixed poll: stall expiries are known in advance, and a rollout on a busy
                 # fleet lasts many seconds of idle ticks otherwise (issue 19.3).
                 now = self._clock.monotonic_s()
-                self._frames.wait(driver_wait_s(now, session.next_due_s(), last_progress + every_s))
+                wait_s = driver_wait_s(now, session.next_due_s(), last_progress + every_s)
+                # Read by on_stream: a due time it brings before this wakes the driver.
+                self._driver_due_s = now + wait_s
+                self._frames.wait(wait_s)
+                self._driver_due_s = math.inf
                 self._frames.clear()
             return None
         finally:
