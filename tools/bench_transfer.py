@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_broker import broker_fanout_cpu, process_cpu_s, raw_throughput  # noqa: E402 - sibling
-from bench_transfer_fanout import broker_bytes_out, raw_fanout  # noqa: E402 - tools/ sibling
+from bench_transfer_fanout import broker_bytes_out, raw_fanout, release  # noqa: E402 - sibling
 from bench_transfer_figures import (  # noqa: E402 - tools/ sibling
     arrivals,
     cpu_by_phase,
@@ -191,7 +191,9 @@ class DeviceProcesses:
             cmd = [sys.executable, __file__, "_devices", "--url", url, "--keys", str(keys)]
             cmd += ["--work", str(work), "--first", str(first), "--count", str(size)]
             cmd += ["--install", install, "--window", str(WINDOW), "--fleet", FLEET]
-            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+            self.procs.append(
+                subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            )
             first += size
         for proc in self.procs:
             assert proc.stdout is not None
@@ -205,15 +207,25 @@ class DeviceProcesses:
         self.threads: list[dict[str, dict[str, int]]] = []
         self.paho: list[dict[str, int]] = []
         self.cpu_starts: list[float] = []  # each device's process CPU at "ready"
-        for proc in self.procs:
-            out, _ = proc.communicate(timeout=timeout_s)
-            doc = json.loads(out.strip().splitlines()[-1])
+        docs = [_report_line(proc) for proc in self.procs]
+        release(self.procs, timeout_s)  # every report in: now they may stop and exit
+        for doc in docs:
             devices += doc["devices"]
             self.cpu_starts += [doc.get("cpu_start", 0.0)] * len(doc["devices"])
             cpu_s += doc["cpu_s"]
             self.threads.append(doc.get("threads", {}))
             self.paho.append(doc.get("paho", {}))
         return devices, cpu_s
+
+
+def _report_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """A device process's one JSON line, printed when its devices are done (it then waits)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a device process ended without a report (rc {proc.wait()})")
+    doc: dict[str, Any] = json.loads(line)
+    return doc
 
 
 def broker_drops(broker: MosquittoBroker) -> int:

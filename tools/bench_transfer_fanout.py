@@ -89,10 +89,22 @@ def subscriber(url: str, topic: str, expect: int, out: Path, timeout_s: float) -
         cpu_s = time.process_time() - cpu_start
         threads = delta(threads_start, snapshot())
         counts = {k: v - counts_start.get(k, 0) for k, v in paho_counts().items()}
+        doc = {"bytes": got, "sha256": digest.hexdigest(), "first_s": first_s, "done_s": last_s}
+        doc.update(threads=threads, paho=counts)
+        print(json.dumps({**doc, "cpu_s": round(cpu_s, 3)}), flush=True)
+        # Disconnect and exit only once every receiver has reported (stdin closed), as the
+        # rollout's device processes: no teardown runs while others still receive.
+        sys.stdin.read()
         client.close()
-    doc = {"bytes": got, "sha256": digest.hexdigest(), "first_s": first_s, "done_s": last_s}
-    doc.update(threads=threads, paho=counts)
-    print(json.dumps({**doc, "cpu_s": round(cpu_s, 3)}), flush=True)
+
+
+def release(procs: list[subprocess.Popen[str]], timeout_s: float) -> None:
+    """Let processes that have reported stop and exit (they wait for their stdin to close)."""
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait(timeout=timeout_s)
 
 
 def raw_fanout(
@@ -105,7 +117,9 @@ def raw_fanout(
     for n in range(count):
         cmd = [sys.executable, __file__, "--url", url, "--topic", TOPIC]
         cmd += ["--expect", str(len(data)), "--out", str(work / f"sub-{n}.bin")]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        )
     for proc in procs:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -122,8 +136,9 @@ def raw_fanout(
         info.wait_for_publish(30)
     reports = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        reports.append(json.loads(out.strip().splitlines()[-1]))
+        assert proc.stdout is not None
+        reports.append(json.loads(proc.stdout.readline()))
+    release(procs, 600)
     bytes_after = broker_bytes_out(broker_pid)
     pub.close()
     want = hashlib.sha256(data).hexdigest()
