@@ -29,11 +29,12 @@ def _state(status: str) -> bytes:
     return json.dumps({"status": status}).encode()
 
 
-def test_group_wait_sleeps_until_every_device_reported_a_terminal_state() -> None:
-    group = DeviceGroup.__new__(DeviceGroup)  # no broker: only the waiting is under test
+def _counting_group(devices: int) -> tuple[DeviceGroup, list[int]]:
+    """A device group without a broker whose ``done`` counts how often the wait looks."""
+    group = DeviceGroup.__new__(DeviceGroup)
     group._terminal = threading.Event()
     group.services = []
-    group.buses = [DeviceBus(_Hub(), n, group._terminal.set) for n in range(2)]  # type: ignore[arg-type]
+    group.buses = [DeviceBus(_Hub(), n, group._terminal.set) for n in range(devices)]  # type: ignore[arg-type]
     checks = [0]
     real_done = group.done
 
@@ -42,6 +43,11 @@ def test_group_wait_sleeps_until_every_device_reported_a_terminal_state() -> Non
         return real_done()
 
     group.done = counting_done  # type: ignore[method-assign]
+    return group, checks
+
+
+def test_group_wait_sleeps_until_every_device_reported_a_terminal_state() -> None:
+    group, checks = _counting_group(2)  # no broker: only the waiting is under test
     topic = "ea/v1/d/dev-{}/op/model_update/dep-1"
 
     def devices() -> None:
@@ -78,18 +84,7 @@ def test_report_takes_each_devices_status_from_its_published_terminal_state() ->
 def test_group_wait_does_not_wake_before_a_terminal_state() -> None:
     """Nothing but a terminal op state ends a wait (a 1 s timeout woke each device process
     every second of the rollout: ~19 wake-ups per process at N = 100)."""
-    group = DeviceGroup.__new__(DeviceGroup)
-    group._terminal = threading.Event()
-    group.services = []
-    group.buses = [DeviceBus(_Hub(), 0, group._terminal.set)]  # type: ignore[arg-type]
-    checks = [0]
-    real_done = group.done
-
-    def counting_done() -> bool:
-        checks[0] += 1
-        return real_done()
-
-    group.done = counting_done  # type: ignore[method-assign]
+    group, checks = _counting_group(1)
     timer = threading.Timer(
         1.2, group.buses[0].publish, ("ea/v1/d/dev-0/op/model_update/d", _state("successful"))
     )
