@@ -170,7 +170,7 @@ class _Written:
 
     out: npt.NDArray[np.generic]  # held, so its id() cannot be reused while it is a key
     shape: tuple[int, ...]  # the frame shape these views were made for
-    plan: _Plan
+    transform: Transform
     region: Region | None  # the frame region used (crop mode), None for the whole frame
     fit: _FloatFit
     inner: npt.NDArray[np.float32]  # where the resized frame goes in ``out``
@@ -275,25 +275,20 @@ class Preprocessor:
         if written is not None and written.out is out and written.shape == image.shape:
             region = image if written.region is None else image[written.region]
             self._convert(region, written.fit, written.inner)
-            return written.plan.transform
+            return written.transform
         frame_h, frame_w = image.shape[:2]
         plan = self._plan(frame_w, frame_h)
         x0, y0, x1, y1 = plan.crop
-        region = image if plan.crop == (0, 0, frame_w, frame_h) else image[y0:y1, x0:x1]
+        crop = None if plan.crop == (0, 0, frame_w, frame_h) else (slice(y0, y1), slice(x0, x1))
+        region = image if crop is None else image[crop]
         target = out[0] if self._spec.layout == "nhwc" else out[0].transpose(1, 2, 0)
         if self._lut is not None and target.flags.c_contiguous:
             # A float32 NHWC input (that is when there is a table), written in place.
-            whole = plan.crop == (0, 0, frame_w, frame_h)
             fit = self._prepare_float(region, plan, cast("npt.NDArray[np.float32]", target))
             if len(self._written) >= _WRITTEN_BUFFERS:
                 self._written.clear()  # buffers of a pipeline that is gone: forget them
             self._written[id(out)] = _Written(
-                out,
-                image.shape,
-                plan,
-                None if whole else (slice(y0, y1), slice(x0, x1)),
-                fit,
-                target[fit.inner],
+                out, image.shape, plan.transform, crop, fit, target[fit.inner]
             )
             return plan.transform
         if plan.offset == (0, 0):
