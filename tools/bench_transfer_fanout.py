@@ -32,6 +32,7 @@ from bench_transfer_threads import (  # noqa: E402 - tools/ sibling
     add_counts,
     add_up,
     count_paho,
+    counts_since,
     delta,
     paho_counts,
     snapshot,
@@ -88,7 +89,7 @@ def subscriber(url: str, topic: str, expect: int, out: Path, timeout_s: float) -
         done.wait(timeout_s)
         cpu_s = time.process_time() - cpu_start
         threads = delta(threads_start, snapshot())
-        counts = {k: v - counts_start.get(k, 0) for k, v in paho_counts().items()}
+        counts = counts_since(counts_start)
         doc = {"bytes": got, "sha256": digest.hexdigest(), "first_s": first_s, "done_s": last_s}
         doc.update(threads=threads, paho=counts)
         print(json.dumps({**doc, "cpu_s": round(cpu_s, 3)}), flush=True)

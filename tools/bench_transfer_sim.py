@@ -224,6 +224,7 @@ def device_process(args: argparse.Namespace) -> None:
     # A sibling in tools/, on the path in this mode (tests import this module as tools.*).
     from bench_transfer_threads import (  # noqa: PLC0415
         count_paho,
+        counts_since,
         delta,
         paho_counts,
         snapshot,
@@ -248,7 +249,7 @@ def device_process(args: argparse.Namespace) -> None:
     print("ready", flush=True)
     group.wait(args.timeout)
     threads = delta(threads_start, snapshot())
-    counts = {k: v - counts_start.get(k, 0) for k, v in paho_counts().items()}
+    counts = counts_since(counts_start)
     # CPU of this process while its devices worked: their threads, the shared MQTT network
     # thread and the fan-out (the wait loop above costs a wake-up every 20 ms).
     cpu_s = time.process_time() - cpu_start

@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import paho.mqtt.client as mqtt
 
 Snapshot = dict[int, tuple[str, int, int, int, int, int]]
 FIELDS = ("cpu_ns", "slices", "voluntary", "involuntary", "minflt")
-PAHO_COUNTS: dict[str, int] = {}
+PAHO_COUNTS: Counter[str] = Counter()
 
 
 def _kind(name: str) -> str:
@@ -96,10 +97,9 @@ def add_up(docs: list[dict[str, dict[str, int]]], per: int) -> dict[str, dict[st
 
 
 def add_counts(docs: list[dict[str, int]], per: int) -> dict[str, float]:
-    sums: dict[str, int] = {}
+    sums: Counter[str] = Counter()
     for doc in docs:
-        for key, value in doc.items():
-            sums[key] = sums.get(key, 0) + value
+        sums.update(doc)
     return {key: round(value / per, 1) for key, value in sorted(sums.items())}
 
 
@@ -115,18 +115,18 @@ def count_paho() -> None:
 
     def counted_recv(self: Any, bufsize: int) -> bytes:
         data: bytes = recv(self, bufsize)
-        PAHO_COUNTS["recv_calls"] = PAHO_COUNTS.get("recv_calls", 0) + 1
-        PAHO_COUNTS["recv_bytes"] = PAHO_COUNTS.get("recv_bytes", 0) + len(data)
+        PAHO_COUNTS["recv_calls"] += 1
+        PAHO_COUNTS["recv_bytes"] += len(data)
         if len(data) < bufsize:
-            PAHO_COUNTS["recv_short"] = PAHO_COUNTS.get("recv_short", 0) + 1
+            PAHO_COUNTS["recv_short"] += 1
         return data
 
     def counted_loop(self: Any, timeout: float = 1.0) -> Any:
-        PAHO_COUNTS["loop_rounds"] = PAHO_COUNTS.get("loop_rounds", 0) + 1
+        PAHO_COUNTS["loop_rounds"] += 1
         return loop(self, timeout)
 
     def counted_handle(self: Any) -> Any:
-        PAHO_COUNTS["publishes_in"] = PAHO_COUNTS.get("publishes_in", 0) + 1
+        PAHO_COUNTS["publishes_in"] += 1
         return handle(self)
 
     setattr(client_cls, "_sock_recv", counted_recv)  # noqa: B010 - paho's private methods
@@ -143,12 +143,16 @@ def _count_gc() -> None:
             return
         gen = info.get("generation", -1)
         key = f"gc{gen}"
-        PAHO_COUNTS[key] = PAHO_COUNTS.get(key, 0) + 1
-        spent = time.thread_time_ns() - started[0]
-        PAHO_COUNTS[f"{key}_us"] = PAHO_COUNTS.get(f"{key}_us", 0) + spent // 1000
+        PAHO_COUNTS[key] += 1
+        PAHO_COUNTS[f"{key}_us"] += (time.thread_time_ns() - started[0]) // 1000
 
     gc.callbacks.append(on_gc)
 
 
 def paho_counts() -> dict[str, int]:
     return dict(PAHO_COUNTS)
+
+
+def counts_since(start: dict[str, int]) -> dict[str, int]:
+    """What each count grew by since ``start`` (a ``paho_counts()`` taken earlier)."""
+    return {key: value - start.get(key, 0) for key, value in PAHO_COUNTS.items()}
