@@ -9,16 +9,12 @@ lost is asked again as soon as the answer has been read without it.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
 from agent.update.transfer.bitmap import ChunkBitmap
 from agent.update.transfer.planner import PlannerLimits, WindowPlanner
-from agent.update.transfer.session import IndexRef, TransferSession
-from agent.update.transfer.table import table_from_bytes
 from agent.update.transfer.wire import (
     MAX_ANSWERED,
     ChunkRequest,
@@ -31,6 +27,7 @@ from agent.update.transfer.wire import (
     encode_answered,
     encode_frame,
 )
+from tests.support.transfer_session import CHUNK, faked_index_session
 
 LIMITS = PlannerLimits(
     window=4, stall_s=5.0, busy_s=1.0, min_batch=1, max_deferrals=2, answer_grace_s=0.3
@@ -123,20 +120,10 @@ def test_unanswered_requests_wait_while_the_stream_is_busy() -> None:
 def test_session_takes_its_own_names_from_acks_and_numbers_on_after_the_index(
     tmp_path: Path,
 ) -> None:
-    chunk = 64
-    data = os.urandom(5 * chunk)
-    table = table_from_bytes(chunk, [("m.bin", len(data), hashlib.sha256(data).hexdigest())], data)
-    index = os.urandom(100)  # stands in for the chunk index bytes (parse_index is faked)
-    ref = IndexRef(len(index), hashlib.sha256(index).hexdigest(), chunk)
+    chunk = CHUNK
     limits = PlannerLimits(window=2, stall_s=5.0, min_batch=1, answer_grace_s=0.3)
-    session = TransferSession(
-        directory=tmp_path / "t",
-        index_ref=ref,
-        parse_index=lambda _b: table,
-        limits=limits,
-        now_s=0.0,
-        listener=42,
-    )
+    faked = faked_index_session(tmp_path / "t", chunks=5, limits=limits, listener=42)
+    session, index = faked.session, faked.index
     first = session.tick(0.0).request
     assert first is not None
     assert (first.indexes, first.seq, first.listener) == ((0, 1), 0, 42)

@@ -5,8 +5,6 @@ No broker: a recording bus, a real ``TransferSession`` and ``OpReporter`` on tmp
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -21,10 +19,10 @@ from agent.update.transfer.bitmap import ChunkBitmap
 from agent.update.transfer.planner import PlannerLimits, WindowPlanner
 from agent.update.transfer.pull import StreamPull, driver_wait_s
 from agent.update.transfer.report import OpReporter
-from agent.update.transfer.session import IndexRef, TransferSession
+from agent.update.transfer.session import TransferSession
 from agent.update.transfer.settings import ServiceSettings, Superseded
-from agent.update.transfer.table import table_from_bytes
 from agent.update.transfer.wire import FrameKind, Topics, encode_answered, encode_frame
+from tests.support.transfer_session import faked_index_session
 
 TOPICS = Topics("ea/v1")
 
@@ -161,17 +159,11 @@ def _pull_with_session(tmp_path: Path, *, window: int = 2) -> tuple[StreamPull, 
         stop=threading.Event(),
         clock=SystemClock(),
     )
-    data = os.urandom(5 * 64)
-    table = table_from_bytes(64, [("m.bin", len(data), hashlib.sha256(data).hexdigest())], data)
-    index = os.urandom(100)  # stands in for the chunk index bytes (parse_index is faked)
-    session = TransferSession(
-        directory=root / "x",
-        index_ref=IndexRef(len(index), hashlib.sha256(index).hexdigest(), 64),
-        parse_index=lambda _b: table,
-        limits=PlannerLimits(window=window, stall_s=30.0, min_batch=1, answer_grace_s=0.3),
-        now_s=time.monotonic(),
-        listener=42,
+    limits = PlannerLimits(window=window, stall_s=30.0, min_batch=1, answer_grace_s=0.3)
+    faked = faked_index_session(
+        root / "x", chunks=5, limits=limits, now_s=time.monotonic(), listener=42
     )
+    session, index, data = faked.session, faked.index, faked.data
     pull._active = pull_module._Active("dep-1", session, "req")
     event = CountingEvent()
     pull._frames = event

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 from agent.update.transfer.parts import WriteResult
 from agent.update.transfer.planner import PlannerLimits
-from agent.update.transfer.session import IndexRef, TransferSession
-from agent.update.transfer.table import table_from_bytes
 from agent.update.transfer.wire import FrameKind, decode_frame, encode_frame
+from tests.support.transfer_session import faked_index_session
 
 
 def test_wrong_length_or_out_of_range_index_pieces_are_rejected_and_the_index_completes(
     tmp_path: Path,
 ) -> None:
-    chunk = 64
-    data = os.urandom(3 * chunk)
-    table = table_from_bytes(chunk, [("m.bin", len(data), hashlib.sha256(data).hexdigest())], data)
-    index = os.urandom(100)  # two pieces: 64 and 36 bytes (parse_index is faked)
-    session = TransferSession(
-        directory=tmp_path / "t",
-        index_ref=IndexRef(len(index), hashlib.sha256(index).hexdigest(), chunk),
-        parse_index=lambda _b: table,
-        limits=PlannerLimits(window=2, stall_s=5.0, min_batch=1),
-        now_s=0.0,
+    faked = faked_index_session(
+        tmp_path / "t", chunks=3, limits=PlannerLimits(window=2, stall_s=5.0, min_batch=1)
     )
+    session, index = faked.session, faked.index  # index: two pieces, 64 and 36 bytes
 
     def piece(number: int, body: bytes) -> WriteResult | None:
         frame = decode_frame(encode_frame(FrameKind.INDEX, 0, number, body))
