@@ -203,7 +203,9 @@ def run_daemon(seconds: float, interval_s: float, *, trace: bool = False) -> dic
         broker = MosquittoBroker(directory / "broker")
         broker.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT")}
-        env["PYTHONPATH"] = str(REPO)  # measure this checkout's agent, whatever is installed
+        # Measure this checkout's agent, whatever is installed; keep the rest of the path
+        # (dependencies installed with --target, as on a borrowed machine).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         config = write_config(directory, broker.url)
         traced = directory / "tracemalloc.json"
         argv = [sys.executable, "-m", "agent", "run", "--config", str(config)]
@@ -222,6 +224,8 @@ def run_daemon(seconds: float, interval_s: float, *, trace: bool = False) -> dic
             while time.monotonic() - started < seconds:
                 time.sleep(interval_s)
                 if proc.poll() is not None:
+                    log = (directory / "daemon.log").read_text(encoding="utf-8", errors="replace")
+                    sys.stderr.write(log[-2000:])
                     sys.exit(f"bench_memory: the daemon exited with {proc.returncode}")
                 figures = rollup(proc.pid)
                 samples.append(

@@ -9,10 +9,11 @@ Runs, one after the other and never overlapping (each would slow the next):
 * ``tools/bench_transfer.py fleet`` for each ``--devices``: ``fanout_ratio`` and
   ``egress_per_bundle``; ``tools/bench_transfer.py e2e --mb 50``: ``share_of_raw_qos1``;
 
-and prints one table: target, every run's figure, the median, and whether the median
-meets the target, with the machine it ran on (cores, CPU, load before and after each
-run). Made for a quiet machine that a session only borrows for minutes: one command,
-``--quick`` for a short budget.
+each after the cores went idle again (or 30 s passed), and prints one table: target,
+every run's figure, the median, and whether the median meets the target, with the
+machine it ran on (cores, CPU, idle share and load before and after each run). Made
+for a quiet machine that a session only borrows for minutes: one command, ``--quick``
+for a short budget (``tools/device_targets.sh`` runs it there).
 
     python tools/bench_targets.py                 # ~20 min on 2 cores
     python tools/bench_targets.py --quick          # ~6 min: 2 runs, N = 50 and 100
@@ -32,12 +33,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+SETTLE_MAX_S = 30.0  # before each run, wait at most this long for idle cores
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,36 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_idle_fraction(window_s: float = 1.0) -> float | None:
+    """Share of all cores' time idle over ``window_s`` (/proc/stat); None where unreadable."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        ticks = [int(f) for f in fields]
+        return ticks[3] + (ticks[4] if len(ticks) > 4 else 0), sum(ticks)  # idle + iowait
+
+    first = sample()
+    time.sleep(window_s)
+    second = sample()
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1])
+
+
+def settle(max_wait_s: float, idle_at_least: float = 0.9) -> tuple[float, float | None]:
+    """Wait (up to ``max_wait_s``) for the cores to go idle after the last run; the wait and
+    the idle share last seen. A fleet run leaves hundreds of processes exiting."""
+    start = time.monotonic()
+    while True:
+        idle = cpu_idle_fraction()
+        waited = time.monotonic() - start
+        if idle is None or idle >= idle_at_least or waited >= max_wait_s:
+            return waited, idle
+
+
 def run_all(
     plan: dict[str, list[str]],
     repeat: int,
@@ -213,6 +246,7 @@ def run_all(
             for name, argv in plan.items():
                 if name in once and round_no > 0:
                     continue
+                waited_s, idle = settle(SETTLE_MAX_S)
                 load_before = os.getloadavg()[0]
                 started = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
                 say(f"{started} {name} (run {round_no + 1}) ...")
@@ -224,6 +258,8 @@ def run_all(
                         "run": round_no + 1,
                         "started_utc": started,
                         "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                        "idle_before": None if idle is None else round(idle, 2),
+                        "settled_s": round(waited_s, 1),
                         "error": document.get("error"),
                     }
                 )
@@ -262,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0, help="per benchmark run")
     parser.add_argument("--quick", action="store_true", help="2 runs, N = 50,100, 60 s memory")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--json-out", type=Path, help="also write that JSON document here")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.devices, args.memory_s = 2, [50, 100], 60.0
@@ -271,24 +308,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     facts["ended_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     rows = collect(targets_for(args.devices), runs)
+    out = {
+        "machine": facts,
+        "runs": log,
+        "targets": [
+            {
+                "name": r.target.name,
+                "bound": r.target.bound,
+                "at_most": r.target.at_most,
+                "values": r.values,
+                "median": r.median,
+                "runs_met": r.runs_met,
+                "errors": r.errors,
+                "verdict": r.verdict,
+            }
+            for r in rows
+        ],
+    }
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(out, indent=2))
     if args.json:
-        out = {
-            "machine": facts,
-            "runs": log,
-            "targets": [
-                {
-                    "name": r.target.name,
-                    "bound": r.target.bound,
-                    "at_most": r.target.at_most,
-                    "values": r.values,
-                    "median": r.median,
-                    "runs_met": r.runs_met,
-                    "errors": r.errors,
-                    "verdict": r.verdict,
-                }
-                for r in rows
-            ],
-        }
         print(json.dumps(out, indent=2))
     else:
         print(f"machine: {json.dumps(facts)}")
