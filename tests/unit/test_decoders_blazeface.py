@@ -13,8 +13,13 @@ from agent.config.model import ModelConfig
 from agent.errors import DecoderError
 from agent.inference.backends.tflite import TfliteBackend
 from agent.inference.decoders import make_decoder
-from agent.inference.decoders.blazeface import anchors_for, blend_overlaps, layout_for
-from agent.inference.preprocess import Preprocessor
+from agent.inference.decoders.blazeface import (
+    BlazeFaceDecoder,
+    anchors_for,
+    blend_overlaps,
+    layout_for,
+)
+from agent.inference.preprocess import Preprocessor, Transform
 from agent.inference.registry import BackendOptions
 
 MODELS = ["short_range", "full_range", "back"]
@@ -119,3 +124,27 @@ def test_overlapping_candidates_blend_by_score_and_disjoint_ones_stay_apart():
     assert kept[1][0] == pytest.approx(tuple(boxes[2]))
     assert len(blend_overlaps(boxes, scores, iou_threshold=0.3, max_keep=1)) == 1
     assert blend_overlaps([], [], 0.3, 10) == []
+
+
+def test_outputs_no_layout_fits_are_refused_at_the_first_frame_face_or_not():
+    """The layout is checked once per output shape: a frame without a face does not let an
+    anchor count no published model has (or too few box columns) through unnoticed."""
+    transform = Transform(128.0, 0.0, 128.0, 0.0, 128, 128)  # a 128 px frame, as is
+    decoder = BlazeFaceDecoder(128, 0.5, 0.3, 10)
+    no_face = np.full((1, 1000, 1), -10.0, np.float32)
+    with pytest.raises(DecoderError, match="1000 anchors"):
+        decoder([np.zeros((1, 1000, 16), np.float32), no_face], transform)
+    with pytest.raises(DecoderError, match="expects"):
+        decoder([np.zeros((1, 896, 3), np.float32), np.zeros((1, 896, 1), np.float32)], transform)
+    # The published layout, either output order: no face, and one anchor's face.
+    logits = np.full((1, 896, 1), -10.0, np.float32)
+    regressors = np.zeros((1, 896, 16), np.float32)
+    assert decoder([regressors, logits], transform) == []
+    anchor = (8 * 16 + 8) * 2  # stride 8: 16x16 cells of 2 anchors, row 8, column 8
+    logits[0, anchor, 0] = 5.0
+    regressors[0, anchor, :4] = [1.0, -2.0, 16.0, 12.0]  # centre offset, width, height (px)
+    (face,) = decoder([logits, regressors], transform)
+    assert face.score == pytest.approx(1 / (1 + np.exp(-5.0)))
+    centre = 8.5 / 16 * 128  # that cell's centre, in input pixels
+    expected = (centre + 1 - 8, centre - 2 - 6, centre + 1 + 8, centre - 2 + 6)
+    assert face.box == pytest.approx(expected, abs=1e-4)

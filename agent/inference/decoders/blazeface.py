@@ -10,7 +10,9 @@ count: short-range 128 px (strides 8/16, 896 anchors), full-range 192 px (stride
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -58,21 +60,18 @@ def anchors_for(input_size: int, num_anchors: int) -> FloatArray:
     return anchors
 
 
-@functools.lru_cache(maxsize=8)
-def anchor_corners_for(input_size: int, num_anchors: int) -> FloatArray:
-    """[num_anchors, 4] anchor centres as x, y, x, y: the offset of every decoded box."""
-    anchors = anchors_for(input_size, num_anchors)
-    corners = np.concatenate([anchors, anchors], axis=1)
-    corners.setflags(write=False)
-    return corners
+Candidate = tuple[list[float], float]  # normalised x1, y1, x2, y2 of the input; score
 
 
 class BlazeFaceDecoder:
-    """Raw outputs → face boxes in frame pixels, with few numpy calls per frame.
+    """Raw outputs → face boxes in frame pixels, with as few numpy calls per frame as can be.
 
-    Decoding runs once per inferred frame, so its fixed cost counts: most frames have
-    no face (one ``max`` over the logits decides that), and a face frame has a handful
-    of candidate anchors, decoded with one matrix product and blended in plain Python.
+    Decoding runs once per inferred frame, and at camera rate it runs cold (the invoke and
+    the capture's decode evict the caches in between): there each numpy call costs some
+    10 µs, against ~1 µs back to back. So a frame without a face (most) costs one
+    ``max`` over the logits, with the outputs' layout checked once per shape; a face
+    frame gathers its few candidate anchors with a handful of calls and decodes and
+    blends them in plain Python.
     """
 
     def __init__(
@@ -89,50 +88,75 @@ class BlazeFaceDecoder:
         self._iou = iou_threshold
         self._max = max_detections
         self._label = label
-        # cx, cy, w, h (pixels of the input) → x1, y1, x2, y2 (normalised), as one product.
-        k = 1.0 / input_size
-        self._to_corners = np.array(
-            [[k, 0, k, 0], [0, k, 0, k], [-k / 2, 0, k / 2, 0], [0, -k / 2, 0, k / 2]],
-            np.float32,
-        )
+        # (shape of outputs[0], shape of outputs[1]) → whether outputs[0] holds the regressors.
+        self._layouts: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+        self._anchor_lists: dict[int, list[list[float]]] = {}
+
+    def _split(self, first: FloatArray, second: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(regressors, logits): the output with the wide last axis holds the regressors."""
+        key = (first.shape, second.shape)
+        regressors_first = self._layouts.get(key)
+        if regressors_first is None:
+            regressors_first = first.shape[-1] >= second.shape[-1]
+            regressors, logits = (first, second) if regressors_first else (second, first)
+            anchors = int(np.prod(logits.shape))
+            if regressors.size != anchors * regressors.shape[-1] or regressors.shape[-1] < 4:
+                raise DecoderError(
+                    f"blazeface expects [1,N,>=4] and [1,N,1] outputs, got {regressors.shape} "
+                    f"and {logits.shape}"
+                )
+            if anchors:
+                layout_for(self._size, anchors)  # an anchor count no layout has is refused here
+            self._layouts[key] = regressors_first
+        return (first, second) if regressors_first else (second, first)
+
+    def candidates(self, regressors: FloatArray, logits: FloatArray) -> list[Candidate]:
+        """Anchors whose score passes the threshold: box (normalised x1, y1, x2, y2 of the
+        model input) and score, in anchor order."""
+        if logits.size == 0 or float(logits.max()) < self._logit_threshold:
+            return []
+        flat = logits.reshape(-1)
+        keep = np.flatnonzero(flat >= self._logit_threshold)
+        rows = regressors.reshape(flat.shape[0], -1)[keep, :4].tolist()
+        anchors = self._anchor_lists.get(flat.shape[0])
+        if anchors is None:
+            anchors = anchors_for(self._size, flat.shape[0]).tolist()
+            self._anchor_lists[flat.shape[0]] = anchors
+        k = 1.0 / self._size
+        out: list[Candidate] = []
+        for index, (cx, cy, w, h), logit in zip(
+            keep.tolist(), rows, flat[keep].tolist(), strict=True
+        ):
+            # cx, cy, w, h in input pixels, centre relative to the anchor's (MediaPipe's
+            # fixed-size anchors); every kept logit is above the threshold's: exp is finite.
+            ax, ay = anchors[index]
+            x, y, half_w, half_h = cx * k + ax, cy * k + ay, w * k / 2, h * k / 2
+            score = 1.0 / (1.0 + math.exp(-logit))
+            out.append(([x - half_w, y - half_h, x + half_w, y + half_h], score))
+        return out
 
     def decode_normalised(
         self, regressors: FloatArray, logits: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
         """Boxes (normalised x1, y1, x2, y2 of the model input) and scores above the threshold."""
-        raw = regressors.reshape(-1, regressors.shape[-1])
-        flat_logits = logits.reshape(-1)
-        if raw.shape[0] != flat_logits.shape[0] or raw.shape[1] < 4:
-            raise DecoderError(
-                f"blazeface expects [1,N,>=4] and [1,N,1] outputs, got {regressors.shape} "
-                f"and {logits.shape}"
-            )
-        # Compare in logit space: only the few anchors that pass get a sigmoid.
-        if flat_logits.size == 0 or float(flat_logits.max()) < self._logit_threshold:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        keep = np.flatnonzero(flat_logits >= self._logit_threshold)
-        # No clip needed: every kept logit is above the threshold's, so exp cannot overflow.
-        scores = (1.0 / (1.0 + np.exp(-flat_logits[keep]))).astype(np.float32, copy=False)
-        corners = anchor_corners_for(self._size, raw.shape[0])
-        boxes = raw[keep, :4] @ self._to_corners + corners[keep]
-        return boxes.astype(np.float32, copy=False), scores
+        regressors, logits = self._split(regressors, logits)
+        found = self.candidates(regressors, logits)
+        boxes = np.array([box for box, _ in found], np.float32).reshape(-1, 4)
+        return boxes, np.array([score for _, score in found], np.float32)
 
     def __call__(
         self, outputs: list[npt.NDArray[np.generic]], transform: Transform
     ) -> list[Detection]:
         if len(outputs) < 2:
             raise DecoderError(f"blazeface expects 2 outputs, got {len(outputs)}")
-        # Regressors are the output with the wide last axis; logits have one column.
         first, second = outputs[0], outputs[1]
-        regressors, logits = (first, second)
-        if first.shape[-1] < second.shape[-1]:
-            regressors, logits = second, first
-        boxes, scores = self.decode_normalised(
-            np.asarray(regressors, np.float32), np.asarray(logits, np.float32)
-        )
-        if scores.size == 0:
+        if first.dtype != np.float32 or second.dtype != np.float32:
+            first, second = np.asarray(first, np.float32), np.asarray(second, np.float32)
+        found = self.candidates(*self._split(cast("FloatArray", first), cast("FloatArray", second)))
+        if not found:
             return []
-        blended = blend_overlaps(boxes.tolist(), scores.tolist(), self._iou, self._max)
+        boxes = [box for box, _ in found]
+        blended = blend_overlaps(boxes, [score for _, score in found], self._iou, self._max)
         return [
             Detection(label=self._label, score=score, box=transform.box_to_frame(box))
             for box, score in blended
