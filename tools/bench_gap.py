@@ -23,7 +23,15 @@ while ``prepare`` and the decoder slow down, the core itself is not slower after
 what the pause cost is the large working set of numpy, OpenCV and the interpreter,
 evicted while the thread was not running.
 
+``--steps`` breaks that down: single small steps of the frame path (a numpy ``max``,
+a ``cvtColor`` into a buffer, a ``resize``...), each timed in thread CPU as the first
+call after a ``--gap-ms`` sleep against after a busy wait of the same length, and what
+reading the thread CPU clock costs (the pipeline reads it five times a frame). A
+machine where "after sleep" is close to "after spin" keeps its caches over idle gaps;
+where it is far above, the camera-rate overhead figure measures the machine.
+
     python tools/bench_gap.py --calls 1500 --json
+    python tools/bench_gap.py --steps [--gap-ms 2] [--calls 300]
 
 Prints figures only; it asserts nothing.
 """
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import cv2  # noqa: E402 - after sys.path
 import numpy as np  # noqa: E402 - after sys.path
 import numpy.typing as npt  # noqa: E402 - after sys.path
 
@@ -112,13 +122,91 @@ def measure(
     }
 
 
+def small_steps() -> dict[str, Callable[[], object]]:
+    """Single steps of the frame path, on data the size of the sample model's."""
+    logits = np.random.default_rng(0).standard_normal((1, 896, 1)).astype(np.float32)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    small = np.zeros((96, 128, 3), np.uint8)
+    values = logits.ravel().tolist()
+    return {
+        "python: max over a 896-float list": lambda: max(values),
+        "numpy: reshape (a view, no data)": lambda: logits.reshape(-1),
+        "numpy: empty(3) (an allocation)": lambda: np.empty(3),
+        "numpy: max over 896 logits": lambda: float(logits.max()),
+        "cv2: cvtColor 128x96 into a buffer": lambda: cv2.cvtColor(
+            small, cv2.COLOR_BGR2RGB, dst=small
+        ),
+        "cv2: resize 640x480 -> 128x96": lambda: cv2.resize(frame, (128, 96), dst=small),
+    }
+
+
+def first_call_us(fn: Callable[[], object], gap: Gap, calls: int) -> float:
+    """Median thread CPU time (µs) of ``fn`` as the first call after ``gap``."""
+    samples = []
+    for _ in range(calls):
+        gap()
+        start = time.thread_time_ns()
+        fn()
+        samples.append(time.thread_time_ns() - start)
+    return statistics.median(samples) / 1000.0
+
+
+def clock_cost_ns(calls: int = 100_000) -> dict[str, float]:
+    """Wall time of one clock read in a tight loop (ns)."""
+    out = {}
+    for name, clock in (
+        ("thread_time_ns", time.thread_time_ns),
+        ("perf_counter_ns", time.perf_counter_ns),
+    ):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            clock()
+        out[name] = round((time.perf_counter_ns() - start) / calls, 1)
+    return out
+
+
+def steps_main(gap_ms: float, calls: int, as_json: bool) -> int:
+    """``--steps``: each small step back to back, after a busy wait and after a sleep."""
+    cv2.setNumThreads(1)
+    gap_s = gap_ms / 1000.0
+    rows = []
+    for name, fn in small_steps().items():
+        for _ in range(200):  # warm: code loaded, buffers touched
+            fn()
+        rows.append(
+            {
+                "step": name,
+                "warm_us": round(first_call_us(fn, lambda: None, 2000), 1),
+                "after_spin_us": round(first_call_us(fn, spin_for(gap_s), calls), 1),
+                "after_sleep_us": round(first_call_us(fn, lambda: time.sleep(gap_s), calls), 1),
+            }
+        )
+    out = {"gap_ms": gap_ms, "clock_read_ns": clock_cost_ns(), "steps": rows}
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"clock reads (ns each): {out['clock_read_ns']}; gap {gap_ms:g} ms")
+    print(f"{'step':38s} {'warm':>7s} {'after spin':>11s} {'after sleep':>12s}  (µs)")
+    for row in rows:
+        print(
+            f"{row['step']:38s} {row['warm_us']:7.1f} {row['after_spin_us']:11.1f} "
+            f"{row['after_sleep_us']:12.1f}"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1500, help="calls per gap kind")
+    parser.add_argument("--calls", type=int, default=None, help="calls per gap kind")
     parser.add_argument("--model", type=Path, default=None, help="default: the sample model")
     parser.add_argument("--clip", type=Path, default=None, help="default: the sample clip")
+    parser.add_argument("--steps", action="store_true", help="single small steps instead")
+    parser.add_argument("--gap-ms", type=float, default=2.0, help="--steps: the gap")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.steps:
+        return steps_main(args.gap_ms, args.calls or 300, args.json)
+    args.calls = args.calls or 1500
     model = args.model or find_asset("models/face_detection_short_range.tflite")
     clip = args.clip or find_asset("clips/sample.mp4")
     if model is None or clip is None:
