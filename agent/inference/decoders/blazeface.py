@@ -64,14 +64,13 @@ Candidate = tuple[list[float], float]  # normalised x1, y1, x2, y2 of the input;
 
 
 class BlazeFaceDecoder:
-    """Raw outputs → face boxes in frame pixels, with as few numpy calls per frame as can be.
+    """Raw outputs → face boxes in frame pixels, with few numpy calls per frame.
 
-    Decoding runs once per inferred frame, and at camera rate it runs cold (the invoke and
-    the capture's decode evict the caches in between): there each numpy call costs some
-    10 µs, against ~1 µs back to back. So a frame without a face (most) costs one
-    ``max`` over the logits, with the outputs' layout checked once per shape; a face
-    frame gathers its few candidate anchors with a handful of calls and decodes and
-    blends them in plain Python.
+    Decoding runs once per inferred frame, so its fixed cost counts: a frame without a
+    face (most) costs one ``max`` over the logits, with the outputs' layout checked once
+    per shape; a face frame gathers its few candidate anchors with a handful of calls
+    and decodes and blends them in plain Python (numpy's per-call cost would outweigh
+    the arithmetic on a handful of rows).
     """
 
     def __init__(
