@@ -192,9 +192,14 @@ def _python_heap(pid: int, traced: Path) -> dict[str, Any] | None:
         if traced.exists() and traced.stat().st_size:
             result: dict[str, Any] = json.loads(traced.read_text(encoding="utf-8"))
             return result
-    log = traced.parent / "daemon.log"
-    sys.stderr.write(log.read_text(encoding="utf-8", errors="replace")[-2000:])
+    _print_daemon_log(traced.parent)
     return None
+
+
+def _print_daemon_log(directory: Path) -> None:
+    """The end of the daemon's log (its stderr), for a run that went wrong."""
+    log = directory / "daemon.log"
+    sys.stderr.write(log.read_text(encoding="utf-8", errors="replace")[-2000:])
 
 
 def run_daemon(seconds: float, interval_s: float, *, trace: bool = False) -> dict[str, Any]:
@@ -224,8 +229,7 @@ def run_daemon(seconds: float, interval_s: float, *, trace: bool = False) -> dic
             while time.monotonic() - started < seconds:
                 time.sleep(interval_s)
                 if proc.poll() is not None:
-                    log = (directory / "daemon.log").read_text(encoding="utf-8", errors="replace")
-                    sys.stderr.write(log[-2000:])
+                    _print_daemon_log(directory)
                     sys.exit(f"bench_memory: the daemon exited with {proc.returncode}")
                 figures = rollup(proc.pid)
                 samples.append(

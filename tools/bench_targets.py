@@ -141,13 +141,13 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     py = sys.executable
     bench = [py, "-m", "agent", "bench", "--threads", "1", "--json"]
     transfer = [py, str(REPO / "tools" / "bench_transfer.py")]
+    memory_s = str(args.memory_s)
     out = {
         "saturated": [*bench, "--seconds", str(args.bench_s)],
         "camera": [*bench, "--fps", "30", "--seconds", "20", "--rounds", "2"],
-        "memory": [py, str(REPO / "tools" / "bench_memory.py"), "--json"],
+        "memory": [py, str(REPO / "tools" / "bench_memory.py"), "--json", "--seconds", memory_s],
         "e2e": [*transfer, "e2e", "--mb", "50", "--json"],
     }
-    out["memory"] += ["--seconds", str(args.memory_s)]
     for n in args.devices:
         out[f"fleet{n}"] = [*transfer, "fleet", "--devices", str(n), "--mb", "10", "--json"]
     return out
