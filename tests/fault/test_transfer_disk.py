@@ -76,7 +76,9 @@ def test_enospc_mid_transfer_fails_the_op_frees_the_partial_and_a_later_update_w
     mosquitto, operator, keys, tmp_path, *, small_fs: SmallFs, short_range_model
 ):
     if not small_fs.real:
-        pytest.skip("needs a real tmpfs (root) to hit ENOSPC; the refusal above runs anywhere")
+        pytest.skip(
+            reason="needs a real tmpfs (root) to hit ENOSPC; the refusal above runs anywhere"
+        )
     gate = threading.Event()  # after the first frames, nothing more until the disk is full
     passed = [0]
 

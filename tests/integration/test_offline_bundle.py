@@ -33,8 +33,8 @@ def bundle(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if PYTHON not in ("3.10", "3.11") or platform.machine() != "x86_64":
         # The x86_64 bundle is built and installed here: it needs this very platform.
         pytest.skip(
-            "needs an x86_64 machine with Python 3.10 or 3.11 (the bundle is installed here), "
-            f"not Python {PYTHON} on {platform.machine()}"
+            reason="needs an x86_64 machine with Python 3.10 or 3.11 (the bundle is installed "
+            f"here), not Python {PYTHON} on {platform.machine()}"
         )
     out = tmp_path_factory.mktemp("bundle")
     argv = [sys.executable, str(TOOL), "--arch", "x86_64", "--python", PYTHON, "--extras", ""]

@@ -42,7 +42,7 @@ def chromium_or_skip(user_data_dir: Path) -> Any:
     browser = _find("chromium", "chromium-browser")
     driver = _find("chromedriver")
     if browser is None or driver is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install them)")
+        pytest.skip(reason="needs Debian's chromium and chromium-driver (apt-get install them)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (dev extra)")
     from selenium.webdriver.chrome.service import Service
 
